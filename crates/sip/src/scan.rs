@@ -1,0 +1,236 @@
+//! The single pass over the raw bytes that locates the start line, every header field and the
+//! body. Header fields are recorded as byte ranges into the message buffer in an inline
+//! array; only folded (multi-line) values are copied, unfolded, into a side buffer.
+
+use memchr::{memchr, memchr2};
+
+use crate::error::{ErrorKind, ParseError};
+use crate::grammar::is_token_char;
+use crate::header_name::lookup;
+use crate::headers::{Entry, EntryList, Span};
+use crate::limits::Limits;
+
+/// Whether the input is one whole datagram (UDP) or a prefix of a byte stream (TCP/TLS/WS).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The buffer is the whole message; a missing final empty line is tolerated.
+    Datagram,
+    /// More bytes may follow; the header section must end with an empty line.
+    Stream,
+}
+
+/// What the scan found.
+pub(crate) struct Scanned {
+    /// Offset where the start line begins (after skipped CRLFs).
+    pub(crate) start: usize,
+    /// End of the start line (CR/LF excluded).
+    pub(crate) start_line_end: usize,
+    /// Header fields in order.
+    pub(crate) entries: EntryList,
+    /// Unfolded copies of multi-line values.
+    pub(crate) arena: String,
+    /// Offset of the first body byte.
+    pub(crate) body_start: usize,
+}
+
+/// Number of leading CR/LF bytes (keep-alives and the CRLFs RFC 3261 §7.5 says to ignore).
+pub(crate) fn leading_crlf(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
+struct Pending {
+    known: Option<crate::header_name::Known>,
+    name: (usize, usize),
+    value_start: usize,
+    value_end: usize,
+    line_start: usize,
+    folded: bool,
+}
+
+fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Where the line starting at `pos` ends: (end of its content, start of the next line), or
+/// `None` when no line feed follows. Lines end with CRLF or a bare LF; a bare CR inside a line
+/// is an error, since another parser could take it for a line break.
+fn find_line_end(buf: &[u8], pos: usize) -> Result<Option<(usize, usize)>, ParseError> {
+    let Some(i) = memchr2(b'\r', b'\n', &buf[pos..]) else {
+        return Ok(None);
+    };
+    let at = pos + i;
+    if buf[at] == b'\n' {
+        return Ok(Some((at, at + 1)));
+    }
+    match buf.get(at + 1) {
+        Some(b'\n') => Ok(Some((at, at + 2))),
+        None => Ok(None),
+        Some(_) => Err(ParseError::new(ErrorKind::BadHeaderLine)),
+    }
+}
+
+/// The content end of an unterminated last line of a datagram (a final CR is dropped).
+fn last_line_end(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
+    let len = buf.len();
+    match memchr(b'\r', &buf[pos..]) {
+        Some(i) if pos + i + 1 == len => Ok(len - 1),
+        Some(_) => Err(ParseError::new(ErrorKind::BadHeaderLine)),
+        None => Ok(len),
+    }
+}
+
+/// Scans the head of a message. `Ok(None)` means a stream needs more bytes.
+pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Scanned>, ParseError> {
+    let start = leading_crlf(buf);
+    let len = buf.len();
+    let mut entries = EntryList::new();
+    let mut arena = String::new();
+    let mut pending: Option<Pending> = None;
+
+    // Start line.
+    let (start_line_end, mut pos) = match find_line_end(buf, start)? {
+        Some(found) => found,
+        None => match mode {
+            Mode::Stream if len - start > limits.max_header_line => {
+                return Err(ParseError::new(ErrorKind::HeaderTooLong))
+            }
+            Mode::Stream => return Ok(None),
+            Mode::Datagram => (last_line_end(buf, start)?, len),
+        },
+    };
+    if start_line_end - start > limits.max_header_line {
+        return Err(ParseError::new(ErrorKind::HeaderTooLong));
+    }
+    if start_line_end == start {
+        return Err(ParseError::new(ErrorKind::BadStartLine));
+    }
+
+    let body_start;
+    loop {
+        if pos >= len {
+            match mode {
+                Mode::Stream => return Ok(None),
+                Mode::Datagram => {
+                    finish(buf, pending.take(), &mut entries, &mut arena)?;
+                    body_start = len;
+                    break;
+                }
+            }
+        }
+        let (line_end, next) = match find_line_end(buf, pos)? {
+            Some(found) => found,
+            None => match mode {
+                Mode::Stream => {
+                    let open = pending.as_ref().map_or(pos, |p| p.line_start);
+                    if len - open > limits.max_header_line {
+                        return Err(ParseError::new(ErrorKind::HeaderTooLong));
+                    }
+                    return Ok(None);
+                }
+                Mode::Datagram => (last_line_end(buf, pos)?, len),
+            },
+        };
+        let line = &buf[pos..line_end];
+        if line.is_empty() {
+            finish(buf, pending.take(), &mut entries, &mut arena)?;
+            body_start = next;
+            break;
+        }
+        if is_wsp(line[0]) {
+            // Continuation line (header folding, RFC 3261 §7.3.1).
+            let Some(p) = pending.as_mut() else {
+                return Err(ParseError::new(ErrorKind::BadHeaderLine));
+            };
+            p.value_end = line_end;
+            p.folded = true;
+            if line_end - p.line_start > limits.max_header_line {
+                return Err(ParseError::new(ErrorKind::HeaderTooLong));
+            }
+        } else {
+            finish(buf, pending.take(), &mut entries, &mut arena)?;
+            if line.len() > limits.max_header_line {
+                return Err(ParseError::new(ErrorKind::HeaderTooLong));
+            }
+            if entries.len() >= limits.max_headers {
+                return Err(ParseError::new(ErrorKind::TooManyHeaders));
+            }
+            // Name, optional whitespace, colon: one pass over the name's bytes.
+            let name_end = line
+                .iter()
+                .position(|&b| !is_token_char(b))
+                .unwrap_or(line.len());
+            let mut colon = name_end;
+            while colon < line.len() && is_wsp(line[colon]) {
+                colon += 1;
+            }
+            if name_end == 0 || line.get(colon) != Some(&b':') {
+                return Err(ParseError::new(ErrorKind::BadHeaderLine));
+            }
+            let name = &line[..name_end];
+            let mut value_start = pos + colon + 1;
+            while value_start < line_end && is_wsp(buf[value_start]) {
+                value_start += 1;
+            }
+            pending = Some(Pending {
+                known: lookup(name),
+                name: (pos, pos + name_end),
+                value_start,
+                value_end: line_end,
+                line_start: pos,
+                folded: false,
+            });
+        }
+        pos = next;
+    }
+    Ok(Some(Scanned {
+        start,
+        start_line_end,
+        entries,
+        arena,
+        body_start,
+    }))
+}
+
+/// Records a completed header field: trailing whitespace trimmed, folded values unfolded into
+/// the arena with each line break and its surrounding whitespace replaced by one space.
+fn finish(
+    buf: &[u8],
+    pending: Option<Pending>,
+    entries: &mut EntryList,
+    arena: &mut String,
+) -> Result<(), ParseError> {
+    let Some(p) = pending else {
+        return Ok(());
+    };
+    let name = Span::buf(p.name.0, p.name.1);
+    let value = if p.folded {
+        let raw = &buf[p.value_start..p.value_end];
+        let text = std::str::from_utf8(raw).map_err(|_| ParseError::new(ErrorKind::InvalidUtf8))?;
+        let start = arena.len();
+        for piece in text.split('\n') {
+            let piece = piece.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+            if piece.is_empty() {
+                continue;
+            }
+            if arena.len() > start {
+                arena.push(' ');
+            }
+            arena.push_str(piece);
+        }
+        Span::arena(start, arena.len())
+    } else {
+        let mut end = p.value_end;
+        while end > p.value_start && is_wsp(buf[end - 1]) {
+            end -= 1;
+        }
+        Span::buf(p.value_start, end)
+    };
+    entries.push(Entry {
+        known: p.known,
+        name,
+        value,
+    });
+    Ok(())
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine.
+#
+# Installs what the tests need from Debian packages when missing
+# (redis-server, sip-tester for sipp), builds the workspace and runs every
+# test. Anything that cannot be installed is an error, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+need redis-server || missing+=(redis-server)
+need sipp || missing+=(sip-tester)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+for tool in redis-server sipp cargo; do
+  need "$tool" || { echo "error: $tool is required and could not be installed" >&2; exit 1; }
+done
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The workspace tests start the service binaries: build them first.
+cargo build --workspace --bins
+# The container tests start the project's own images, built offline from
+# those binaries (a second when nothing changed; fails when Docker is missing).
+bash scripts/build-images.sh
+cargo test --workspace --no-fail-fast -- --test-threads=2

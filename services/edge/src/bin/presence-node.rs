@@ -1,0 +1,220 @@
+//! `presence-node`: the whole presence service in one process — SIP edge,
+//! presence and registrar — on the in-memory backend (or one Redis).
+//!
+//! With no token provider configured it starts a development issuer and
+//! prints ready-to-use bearer tokens, so a SIP client or sipp can be pointed
+//! at it at once.
+//!
+//! Its gRPC API is open unless `--grpc-auth` is given: then it takes the SIP
+//! listener's bearer tokens (or the development issuer's) with `presence:*`
+//! scopes, and the node's own edge presents a `presence:internal` token —
+//! minted by the development issuer, or configured with `--service-token*`
+//! like a standalone edge's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use auth::dev::DevIssuer;
+use clap::Parser;
+use edge::cli::{AuthArgs, SipArgs, TransportArgs};
+
+/// Single-process presence server (edge + presence + registrar).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    sip: SipArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// gRPC address of the presence service (also usable by gRPC clients).
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:50051")]
+    presence_listen: SocketAddr,
+    /// gRPC address of the registrar service.
+    #[arg(long, env = "REGISTRAR_LISTEN", default_value = "127.0.0.1:50052")]
+    registrar_listen: SocketAddr,
+    /// Redis URL; without it all state is kept in this process's memory.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Shortest registration/publication/subscription interval (seconds).
+    #[arg(long, env = "MIN_EXPIRES", default_value_t = 60)]
+    min_expires: u32,
+    /// Users the development issuer prints tokens for (comma-separated AORs).
+    #[arg(
+        long,
+        env = "DEV_USERS",
+        value_delimiter = ',',
+        default_value = "alice@example.com,bob@example.com"
+    )]
+    dev_users: Vec<String>,
+    /// Also write the development tokens as a sipp injection file (`user;domain;token`).
+    #[arg(long, env = "DEV_TOKENS_CSV")]
+    dev_tokens_csv: Option<PathBuf>,
+    /// Require bearer tokens with presence:* scopes on the gRPC API.
+    #[arg(long, env = "GRPC_AUTH", default_value_t = false)]
+    grpc_auth: bool,
+    /// The token the node's edge presents to its own services (with --grpc-auth).
+    #[command(flatten)]
+    service_token: grpc_auth::ServiceTokenArgs,
+}
+
+/// How long minted internal tokens live; they are renewed at half-life.
+const INTERNAL_TOKEN_SECS: u64 = 3600;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let args = Args::parse();
+    let backend = runtime::backend(args.redis_url.as_deref()).await?;
+
+    let presence_listener = tokio::net::TcpListener::bind(args.presence_listen)
+        .await
+        .with_context(|| format!("binding {}", args.presence_listen))?;
+    let registrar_listener = tokio::net::TcpListener::bind(args.registrar_listen)
+        .await
+        .with_context(|| format!("binding {}", args.registrar_listen))?;
+    let presence_url = format!("http://{}", presence_listener.local_addr()?);
+    let registrar_url = format!("http://{}", registrar_listener.local_addr()?);
+    let presence_config = presence::PresenceConfig {
+        min_publish_expires: args.min_expires,
+        min_subscribe_expires: args.min_expires,
+        ..presence::PresenceConfig::default()
+    };
+    let registrar_config = registrar::RegistrarConfig {
+        min_expires: args.min_expires,
+        ..registrar::RegistrarConfig::default()
+    };
+    let dev_issuer = if args.auth.has_provider() || !args.auth.uses_bearer()? {
+        None
+    } else {
+        let issuer = DevIssuer::generate("presence-node-dev", "presence")
+            .context("creating the development issuer")?;
+        Some(Arc::new(issuer))
+    };
+    let (presence_auth, registrar_auth, service_credentials) =
+        api_auth(&args, dev_issuer.clone()).await?;
+    let presence_task = tokio::spawn(presence::serve(
+        presence_listener,
+        backend.clone(),
+        presence_config,
+        Duration::from_millis(500),
+        presence_auth,
+        runtime::shutdown_signal(),
+    ));
+    let registrar_task = tokio::spawn(registrar::serve(
+        registrar_listener,
+        backend.clone(),
+        registrar_config,
+        Duration::from_millis(1000),
+        registrar_auth,
+        runtime::shutdown_signal(),
+    ));
+
+    let authn = if let Some(issuer) = &dev_issuer {
+        print_dev_tokens(issuer, &args)?;
+        args.auth
+            .authenticator(Some(issuer.bearer_config()))
+            .await?
+    } else {
+        args.auth.authenticator(None).await?
+    };
+
+    let mut config = args.sip.to_config(presence_url, registrar_url);
+    args.transport.apply(&mut config)?;
+    config.service_credentials = service_credentials;
+    let running = edge::start(config, authn, backend).await?;
+    tokio::select! {
+        _ = runtime::shutdown_signal() => {}
+        r = presence_task => tracing::error!(result = ?r, "presence service stopped"),
+        r = registrar_task => tracing::error!(result = ?r, "registrar service stopped"),
+    }
+    running.abort();
+    Ok(())
+}
+
+/// The authentication of the presence and registrar APIs, and the token
+/// the node's edge presents to them.
+async fn api_auth(
+    args: &Args,
+    dev_issuer: Option<Arc<DevIssuer>>,
+) -> anyhow::Result<(
+    grpc_auth::ApiAuth,
+    grpc_auth::ApiAuth,
+    grpc_auth::ServiceCredentials,
+)> {
+    if !args.grpc_auth {
+        grpc_auth::args::warn_unauthenticated("presence-node");
+        let credentials = args
+            .service_token
+            .credentials()
+            .await
+            .context("obtaining the service token")?;
+        return Ok((
+            grpc_auth::ApiAuth::disabled(),
+            grpc_auth::ApiAuth::disabled(),
+            credentials,
+        ));
+    }
+    if dev_issuer.is_none() && !args.auth.has_provider() {
+        anyhow::bail!("--grpc-auth needs bearer tokens: configure a token provider (--auth-jwks-file, --auth-jwks-url, --auth-discovery-url, --auth-introspection-url) or keep bearer authentication on for the development issuer");
+    }
+    let bearer = args
+        .auth
+        .bearer_config(dev_issuer.as_ref().map(|issuer| issuer.bearer_config()))?;
+    let validator = auth::BearerValidator::new(grpc_auth::api_bearer_config(bearer))
+        .await
+        .context("setting up gRPC authentication")?;
+    let source = match (args.service_token.source()?, &dev_issuer) {
+        (Some(source), _) => source,
+        (None, Some(issuer)) => {
+            let token = issuer
+                .mint("presencectl", &[grpc_auth::SCOPE_ADMIN], 24 * 3600)
+                .context("minting a gRPC token")?;
+            eprintln!("gRPC API token (scope presence:admin, 24 hours), for presencectl and grpcurl:");
+            eprintln!("  export PRESENCE_TOKEN={token}");
+            let issuer = issuer.clone();
+            grpc_auth::args::minted(
+                move || {
+                    issuer
+                        .mint("presence-node", &[grpc_auth::SCOPE_INTERNAL], INTERNAL_TOKEN_SECS)
+                        .map_err(|e| e.to_string())
+                },
+                Duration::from_secs(INTERNAL_TOKEN_SECS / 2),
+            )
+        }
+        (None, None) => anyhow::bail!(
+            "--grpc-auth with a token provider needs the token the node's edge presents to its services: --service-token, --service-token-file or --service-token-url"
+        ),
+    };
+    let credentials = grpc_auth::ServiceCredentials::start(source)
+        .await
+        .context("obtaining the service token")?;
+    Ok((
+        grpc_auth::ApiAuth::new(validator.clone(), presence::access::access_policy()),
+        grpc_auth::ApiAuth::new(validator, registrar::grpc::access_policy()),
+        credentials,
+    ))
+}
+
+/// Prints a token per development user (and writes the sipp file).
+fn print_dev_tokens(issuer: &DevIssuer, args: &Args) -> anyhow::Result<()> {
+    let mut csv = String::from("SEQUENTIAL\n");
+    eprintln!("Development issuer active: tokens below are valid for 24 hours (scopes sip:register sip:presence).");
+    for aor in &args.dev_users {
+        let token = issuer
+            .mint(aor, &["sip:register", "sip:presence"], 24 * 3600)
+            .with_context(|| format!("minting a token for {aor}"))?;
+        eprintln!("  {aor}: Authorization: Bearer {token}");
+        let (user, domain) = aor.split_once('@').unwrap_or((aor.as_str(), "example.com"));
+        csv.push_str(&format!("{user};{domain};{token}\n"));
+    }
+    if let Some(path) = &args.dev_tokens_csv {
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("  (also written to {} for sipp -inf)", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! From presentity channels to dialogs: every announcement heard is offered
+//! to the dialogs of its presentity; after a gap in the feed, the state of
+//! every watched presentity is read again (pub/sub is at most once; the
+//! versioned state is the truth).
+
+use std::sync::Arc;
+
+use presence::Announcement;
+use rpc::presence::v1::GetPresenceRequest;
+use store::FeedItem;
+use tokio::sync::mpsc;
+
+use crate::Edge;
+
+/// Runs until the feed closes.
+pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
+    while let Some(item) = feed.recv().await {
+        match item {
+            FeedItem::Message(message) => match Announcement::from_payload(&message.payload) {
+                Some(Announcement::State { version, pidf }) => {
+                    edge.dialogs.offer(&message.entity, version, &pidf);
+                }
+                Some(Announcement::Terminated { dialog_id, reason }) => {
+                    edge.dialogs.terminate(&dialog_id, &reason);
+                }
+                None => {
+                    tracing::warn!(presentity = %message.entity, "unrecognised announcement ignored");
+                }
+            },
+            FeedItem::Resync => {
+                tracing::info!("change feed resynchronising");
+                tokio::spawn(resync(edge.clone()));
+            }
+        }
+    }
+    tracing::warn!("change feed closed");
+}
+
+/// Re-reads every watched presentity and offers what is newer.
+pub async fn resync(edge: Arc<Edge>) {
+    for presentity in edge.dialogs.watched() {
+        let mut client = edge.services.presence.clone();
+        match client
+            .get_presence(GetPresenceRequest {
+                presentity: presentity.clone(),
+            })
+            .await
+        {
+            Ok(state) => {
+                let state = state.into_inner();
+                let pidf = String::from_utf8_lossy(&state.pidf);
+                edge.dialogs.offer(&presentity, state.version, &pidf);
+            }
+            Err(e) => tracing::warn!(%presentity, error = %e, "resynchronisation read failed"),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! NOTIFY (RFC 6665 §4.2.2, RFC 3856): what the edge sends inside a
+//! subscription dialog, built from the stored dialog record.
+//!
+//! A NOTIFY is one client transaction. A 2xx means delivered; 481, 408 or no
+//! final response at all (Timer F) mean the watcher is gone, and the
+//! subscription is removed everywhere; any other failure is logged and the
+//! dialog goes on (the next change is sent as usual).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use presence::subscriptions::DialogRecord;
+use rpc::presence::v1::UnsubscribeRequest;
+use sip::{
+    CSeq, Event, HeaderName, Method, NameAddr, Request, SubState, SubscriptionState, Uri, Via,
+};
+
+use crate::transport::Protocol;
+use crate::Edge;
+
+/// What became of one NOTIFY.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A 2xx came back.
+    Delivered,
+    /// A failure response that does not end the subscription.
+    Refused(u16),
+    /// 481, 408, a timeout or an unreachable watcher: the subscription ends.
+    Gone(String),
+}
+
+fn new_branch() -> String {
+    format!("z9hG4bK{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// Builds a NOTIFY of `record`'s dialog. `expires` is `Some(seconds left)`
+/// for an active subscription and `None` for the final NOTIFY, whose
+/// Subscription-State is `terminated` with `reason` (when not empty).
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    edge: &Edge,
+    record: &DialogRecord,
+    protocol: Protocol,
+    cseq: u32,
+    expires: Option<u32>,
+    reason: &str,
+    pidf: &str,
+    branch: &str,
+) -> Result<Request, String> {
+    let target =
+        Uri::parse(&record.remote_target).map_err(|e| format!("bad remote target: {e}"))?;
+    let local = Uri::parse(&record.local_uri).map_err(|e| format!("bad local URI: {e}"))?;
+    let remote = Uri::parse(&record.remote_uri).map_err(|e| format!("bad remote URI: {e}"))?;
+    // The listener of the watcher's address family; sips: toward a sips: target.
+    let remote_addr = record.remote_addr.parse().ok();
+    let (host, port) = edge.transports.sent_by_for(protocol, remote_addr);
+    let contact = edge
+        .transports
+        .contact_for(protocol, remote_addr, Some(&target));
+    let via = Via {
+        transport: protocol.via_name().to_string(),
+        host,
+        port,
+        params: vec![
+            ("branch".into(), Some(branch.to_string())),
+            ("rport".into(), None),
+        ],
+    };
+    let state = match expires {
+        Some(seconds) => SubscriptionState {
+            state: SubState::Active,
+            expires: Some(seconds),
+            reason: None,
+            retry_after: None,
+            params: Vec::new(),
+        },
+        None => SubscriptionState {
+            state: SubState::Terminated,
+            expires: None,
+            reason: (!reason.is_empty()).then(|| reason.to_string()),
+            retry_after: None,
+            params: Vec::new(),
+        },
+    };
+    let event = Event {
+        package: "presence".into(),
+        id: (!record.event_id.is_empty()).then(|| record.event_id.clone()),
+        params: Vec::new(),
+    };
+    let mut builder = Request::builder(Method::Notify, target)
+        .header(HeaderName::Via, via)
+        .header(HeaderName::MaxForwards, 70)
+        .header(
+            HeaderName::From,
+            NameAddr {
+                display_name: None,
+                uri: local,
+                params: vec![("tag".into(), Some(record.local_tag.clone()))],
+            },
+        )
+        .header(
+            HeaderName::To,
+            NameAddr {
+                display_name: None,
+                uri: remote,
+                params: vec![("tag".into(), Some(record.remote_tag.clone()))],
+            },
+        )
+        .header(HeaderName::CallId, &record.call_id)
+        .header(
+            HeaderName::CSeq,
+            CSeq {
+                seq: cseq,
+                method: Method::Notify,
+            },
+        )
+        .header(
+            HeaderName::Contact,
+            NameAddr {
+                display_name: None,
+                uri: contact,
+                params: Vec::new(),
+            },
+        )
+        .header(HeaderName::Event, event)
+        .header(HeaderName::SubscriptionState, state);
+    for route in &record.route_set {
+        builder = builder.header(HeaderName::Route, route);
+    }
+    Ok(builder
+        .body(
+            crate::methods::ACCEPT,
+            Bytes::copy_from_slice(pidf.as_bytes()),
+        )
+        .build())
+}
+
+/// Sends one NOTIFY and waits for its outcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn send(
+    edge: &Arc<Edge>,
+    record: &DialogRecord,
+    protocol: Protocol,
+    remote: SocketAddr,
+    cseq: u32,
+    expires: Option<u32>,
+    reason: &str,
+    pidf: &str,
+) -> Delivery {
+    let branch = new_branch();
+    let request = match build(edge, record, protocol, cseq, expires, reason, pidf, &branch) {
+        Ok(r) => r,
+        Err(e) => return Delivery::Gone(e),
+    };
+    match edge
+        .client_transactions
+        .request(edge, protocol, remote, &branch, request.to_bytes())
+        .await
+    {
+        Ok(status) if (200..300).contains(&status) => Delivery::Delivered,
+        Ok(status @ (408 | 481)) => Delivery::Gone(format!("NOTIFY answered {status}")),
+        Ok(status) => Delivery::Refused(status),
+        Err(e) => Delivery::Gone(e.to_string()),
+    }
+}
+
+/// Removes a subscription from the presence service (idempotent).
+pub async fn forget_subscription(edge: &Edge, presentity: &str, dialog_id: &str) {
+    let mut client = edge.services.presence.clone();
+    if let Err(e) = client
+        .unsubscribe(UnsubscribeRequest {
+            presentity: presentity.to_string(),
+            dialog_id: dialog_id.to_string(),
+        })
+        .await
+    {
+        tracing::warn!(%presentity, %dialog_id, error = %e, "removing subscription failed; the sweeper will expire it");
+    }
+}

@@ -1,0 +1,16 @@
+//! OPTIONS (RFC 3261 §11): what the edge supports. Phones send it as a
+//! keep-alive, so it is answered without authentication and without
+//! touching any service.
+
+use sip::{HeaderName, Request, Response};
+
+use crate::methods::{ACCEPT, ALLOW, ALLOW_EVENTS};
+use crate::Edge;
+
+pub fn handle(_edge: &Edge, request: &Request) -> Response {
+    Response::for_request(request, 200)
+        .header(HeaderName::Allow, ALLOW)
+        .header(HeaderName::AllowEvents, ALLOW_EVENTS)
+        .header(HeaderName::Accept, ACCEPT)
+        .build()
+}

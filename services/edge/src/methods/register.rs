@@ -1,0 +1,118 @@
+//! REGISTER (RFC 3261 §10): binds the authenticated user's address-of-record
+//! to contacts through the registrar service.
+//!
+//! * The token's identity must be the AOR in To (a token registers only for
+//!   its own address), else 403.
+//! * Each Contact's expiry is its `expires` parameter, else the Expires
+//!   header, else the registrar's default; `Contact: *` needs `Expires: 0`.
+//! * No Contact at all is a query: 200 with the current bindings.
+//! * 200 OK lists every binding with the seconds it has left.
+
+use std::sync::Arc;
+
+use rpc::registrar::v1::{ContactUpdate, LookupRequest, RegisterRequest};
+use sip::{Contacts, HeaderName, NameAddr, Request, Response, Uri};
+
+use crate::methods::refusal_response;
+use crate::services::Refusal;
+use crate::transport::Source;
+use crate::Edge;
+
+pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Response {
+    let identity = match edge.authn.authenticate(request, &source).await {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
+    let headers = request.headers();
+    let Ok(to) = headers.to() else {
+        return Response::for_request(request, 400).reason("Bad To").build();
+    };
+    let aor = to.uri.aor();
+    if aor != identity.aor {
+        tracing::info!(%aor, identity = %identity.aor, "REGISTER for another user's address refused");
+        return Response::for_request(request, 403)
+            .reason("Identity does not match the address-of-record")
+            .build();
+    }
+    let Ok(expires_header) = headers.expires() else {
+        return Response::for_request(request, 400)
+            .reason("Bad Expires")
+            .build();
+    };
+    let Ok(contacts) = headers.contacts() else {
+        return Response::for_request(request, 400)
+            .reason("Bad Contact")
+            .build();
+    };
+    let (updates, remove_all) = match contacts {
+        Contacts::Star => {
+            if expires_header != Some(0) {
+                return Response::for_request(request, 400)
+                    .reason("Wildcard Contact requires Expires: 0")
+                    .build();
+            }
+            (Vec::new(), true)
+        }
+        Contacts::List(list) => (
+            list.iter()
+                .map(|c| ContactUpdate {
+                    uri: c.name_addr.uri.to_string(),
+                    expires: c.expires().or(expires_header),
+                    q_milli: c
+                        .q()
+                        .map(|q| (q * 1000.0).round().clamp(0.0, 1000.0) as u32),
+                    instance_id: c.instance().unwrap_or_default(),
+                    reg_id: c.reg_id(),
+                })
+                .collect::<Vec<_>>(),
+            false,
+        ),
+    };
+    let mut client = edge.services.registrar.clone();
+    let result = if updates.is_empty() && !remove_all {
+        client
+            .lookup(LookupRequest { aor: aor.clone() })
+            .await
+            .map(|r| r.into_inner().bindings)
+    } else {
+        client
+            .register(RegisterRequest {
+                aor: aor.clone(),
+                contacts: updates,
+                remove_all,
+                call_id: headers.call_id().unwrap_or_default().to_string(),
+                cseq: headers.cseq().map(|c| c.seq).unwrap_or(0),
+                transport: source.protocol.as_str().to_string(),
+                source: source.remote.to_string(),
+                user_agent: headers.user_agent().unwrap_or_default().to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().bindings)
+    };
+    let bindings = match result {
+        Ok(b) => b,
+        Err(status) => {
+            tracing::info!(%aor, code = ?status.code(), message = status.message(), "REGISTER failed");
+            return refusal_response(
+                request,
+                &Refusal::from_status(&status, edge.config.retry_after),
+            );
+        }
+    };
+    let mut builder = Response::for_request(request, 200);
+    for binding in &bindings {
+        let Ok(uri) = Uri::parse(&binding.uri) else {
+            tracing::warn!(%aor, uri = %binding.uri, "stored binding has an unparseable URI");
+            continue;
+        };
+        builder = builder.header(
+            HeaderName::Contact,
+            NameAddr {
+                display_name: None,
+                uri,
+                params: vec![("expires".into(), Some(binding.expires.to_string()))],
+            },
+        );
+    }
+    builder.build()
+}

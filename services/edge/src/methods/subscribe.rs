@@ -1,0 +1,309 @@
+//! SUBSCRIBE (RFC 6665 §4.2.1) for the presence event package (RFC 3856).
+//!
+//! * Out of a dialog: creates one. The edge starts hearing the presentity's
+//!   channel, asks the presence service to store the subscription (which
+//!   returns the current state), answers 200 OK with a fresh To tag and the
+//!   granted Expires, then sends the first NOTIFY.
+//! * Inside a dialog (To tag present): a refresh — 200 OK, then a NOTIFY
+//!   with the current state. The dialog may belong to another (or a dead)
+//!   edge: the stored record is taken over and continued here. Unknown
+//!   dialogs get 481.
+//! * `Expires: 0`: 200 OK and a final NOTIFY (`terminated`); out of a dialog
+//!   this is a one-time fetch of the state.
+//! * The watcher is the token's identity, never the From header's claim.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use presence::subscriptions::DialogRecord;
+use rpc::presence::v1::{SubscribeRequest, SubscribeResponse, SubscriptionStatus};
+use sip::{HeaderName, NameAddr, Request, Response};
+
+use crate::dialogs::{NewDialog, TAKEOVER_CSEQ_GAP};
+use crate::methods::{refusal_response, require_presence_event, Outcome, ACCEPT};
+use crate::services::Refusal;
+use crate::transport::{Protocol, Source};
+use crate::Edge;
+
+fn new_tag() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outcome {
+    let event_id = match require_presence_event(request) {
+        Ok(id) => id.unwrap_or_default(),
+        Err(response) => return response.into(),
+    };
+    let headers = request.headers();
+    if let Ok(accept) = headers.accept() {
+        if !accept.is_empty() && !accept.iter().any(|t| t.matches(ACCEPT)) {
+            return Response::for_request(request, 406)
+                .header(HeaderName::Accept, ACCEPT)
+                .build()
+                .into();
+        }
+    }
+    let identity = match edge.authn.authenticate(request, &source).await {
+        Ok(identity) => identity,
+        Err(response) => return (*response).into(),
+    };
+    let (Ok(from), Ok(to), Ok(call_id)) = (headers.from(), headers.to(), headers.call_id()) else {
+        return Response::for_request(request, 400)
+            .reason("Bad From, To or Call-ID")
+            .build()
+            .into();
+    };
+    let Some(remote_tag) = from.tag().map(str::to_string) else {
+        return Response::for_request(request, 400)
+            .reason("Missing From tag")
+            .build()
+            .into();
+    };
+    let Ok(expires) = headers.expires() else {
+        return Response::for_request(request, 400)
+            .reason("Bad Expires")
+            .build()
+            .into();
+    };
+    let remote_target = match headers.contacts() {
+        Ok(sip::Contacts::List(list)) if !list.is_empty() => list[0].name_addr.uri.to_string(),
+        _ => {
+            return Response::for_request(request, 400)
+                .reason("Missing Contact")
+                .build()
+                .into()
+        }
+    };
+    let route_set: Vec<String> = match headers.record_route() {
+        Ok(routes) => routes.iter().map(|r| r.to_string()).collect(),
+        Err(_) => {
+            return Response::for_request(request, 400)
+                .reason("Bad Record-Route")
+                .build()
+                .into()
+        }
+    };
+    let in_dialog = to.tag().map(str::to_string);
+    let presentity = match &in_dialog {
+        Some(id) => edge
+            .dialogs
+            .presentity_of(id)
+            .unwrap_or_else(|| to.uri.aor()),
+        None => request.uri().aor(),
+    };
+    let record = DialogRecord {
+        id: in_dialog.clone().unwrap_or_else(new_tag),
+        call_id: call_id.to_string(),
+        local_tag: String::new(),
+        remote_tag,
+        remote_uri: from.uri.to_string(),
+        local_uri: to.uri.to_string(),
+        remote_target,
+        route_set,
+        transport: source.protocol.as_str().to_string(),
+        remote_addr: source.remote.to_string(),
+        edge_id: edge.config.edge_id.clone(),
+        notify_cseq: 0,
+        event_id,
+        watcher: identity.aor.clone(),
+    };
+    let record = DialogRecord {
+        local_tag: record.id.clone(),
+        ..record
+    };
+    match in_dialog {
+        None => create(edge, request, source, presentity, record, expires).await,
+        Some(_) => refresh(edge, request, source, presentity, record, expires).await,
+    }
+}
+
+async fn call(
+    edge: &Edge,
+    presentity: &str,
+    record: &DialogRecord,
+    expires: Option<u32>,
+    refresh: bool,
+) -> Result<SubscribeResponse, Refusal> {
+    let mut client = edge.services.presence.clone();
+    client
+        .subscribe(SubscribeRequest {
+            presentity: presentity.to_string(),
+            dialog: Some(presence::grpc::dialog_to_pb(record.clone())),
+            expires,
+            refresh,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|status| {
+            tracing::info!(%presentity, code = ?status.code(), message = status.message(), "SUBSCRIBE failed");
+            Refusal::from_status(&status, edge.config.retry_after)
+        })
+}
+
+fn ok(
+    edge: &Edge,
+    request: &Request,
+    local_tag: &str,
+    expires: u32,
+    protocol: Protocol,
+) -> Response {
+    Response::for_request(request, 200)
+        .to_tag(local_tag)
+        .header(HeaderName::Expires, expires)
+        .header(
+            HeaderName::Contact,
+            NameAddr {
+                display_name: None,
+                uri: edge
+                    .transports
+                    .contact_for(protocol, None, Some(request.uri())),
+                params: Vec::new(),
+            },
+        )
+        .build()
+}
+
+fn new_dialog(
+    record: DialogRecord,
+    presentity: String,
+    reply: &SubscribeResponse,
+    first_cseq: u32,
+    source: Source,
+) -> NewDialog {
+    let state = reply.state.clone().unwrap_or_default();
+    NewDialog {
+        record,
+        presentity,
+        version: state.version,
+        pidf: String::from_utf8_lossy(&state.pidf).into_owned(),
+        expires: reply.expires,
+        first_cseq,
+        protocol: source.protocol,
+        remote: source.remote,
+    }
+}
+
+/// A final NOTIFY for a subscription that ends with this very request.
+async fn final_notify(
+    edge: &Arc<Edge>,
+    record: DialogRecord,
+    cseq: u32,
+    remote: SocketAddr,
+    protocol: Protocol,
+    reply: SubscribeResponse,
+) {
+    let state = reply.state.unwrap_or_default();
+    let pidf = String::from_utf8_lossy(&state.pidf).into_owned();
+    let edge = edge.clone();
+    // After the 200 OK has left (the caller sends it first).
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        let _ =
+            crate::methods::notify::send(&edge, &record, protocol, remote, cseq, None, "", &pidf)
+                .await;
+    });
+}
+
+async fn create(
+    edge: &Arc<Edge>,
+    request: &Request,
+    source: Source,
+    presentity: String,
+    record: DialogRecord,
+    expires: Option<u32>,
+) -> Outcome {
+    // Hear the channel before reading the state: nothing published in
+    // between can be missed.
+    if let Err(e) = edge.dialogs.hold(&presentity).await {
+        tracing::warn!(%presentity, error = %e, "cannot watch presentity");
+        return refusal_response(request, &Refusal::unavailable(edge.config.retry_after)).into();
+    }
+    let reply = match call(edge, &presentity, &record, expires, false).await {
+        Ok(reply) => reply,
+        Err(refusal) => {
+            edge.dialogs.release(&presentity).await;
+            return refusal_response(request, &refusal).into();
+        }
+    };
+    let response = ok(
+        edge,
+        request,
+        &record.local_tag,
+        reply.expires,
+        source.protocol,
+    );
+    if reply.status == SubscriptionStatus::Terminated as i32 {
+        edge.dialogs.release(&presentity).await;
+        final_notify(edge, record, 1, source.remote, source.protocol, reply).await;
+        return response.into();
+    }
+    Outcome {
+        response,
+        then: Some(new_dialog(record, presentity, &reply, 0, source)),
+    }
+}
+
+async fn refresh(
+    edge: &Arc<Edge>,
+    request: &Request,
+    source: Source,
+    presentity: String,
+    record: DialogRecord,
+    expires: Option<u32>,
+) -> Outcome {
+    let held_here = edge.dialogs.presentity_of(&record.id).is_some();
+    let reply = match call(edge, &presentity, &record, expires, true).await {
+        Ok(reply) => reply,
+        Err(refusal) => return refusal_response(request, &refusal).into(),
+    };
+    let response = ok(
+        edge,
+        request,
+        &record.local_tag,
+        reply.expires,
+        source.protocol,
+    );
+    if reply.status == SubscriptionStatus::Terminated as i32 {
+        if !held_here || !edge.dialogs.terminate(&record.id, "") {
+            let stored = reply
+                .dialog
+                .clone()
+                .map(presence::grpc::dialog_from_pb)
+                .unwrap_or(record);
+            let cseq = stored.notify_cseq + TAKEOVER_CSEQ_GAP;
+            final_notify(edge, stored, cseq, source.remote, source.protocol, reply).await;
+        }
+        return response.into();
+    }
+    let state = reply.state.clone().unwrap_or_default();
+    if held_here {
+        edge.dialogs
+            .reroute(&record.id, source.protocol, source.remote);
+    }
+    if held_here
+        && edge.dialogs.refresh(
+            &record.id,
+            reply.expires,
+            state.version,
+            &String::from_utf8_lossy(&state.pidf),
+        )
+    {
+        return response.into();
+    }
+    // Taking over a dialog another edge held: continue it from its record.
+    let stored = reply
+        .dialog
+        .clone()
+        .map(presence::grpc::dialog_from_pb)
+        .unwrap_or(record);
+    if let Err(e) = edge.dialogs.hold(&presentity).await {
+        tracing::warn!(%presentity, error = %e, "cannot watch presentity");
+        return refusal_response(request, &Refusal::unavailable(edge.config.retry_after)).into();
+    }
+    let first_cseq = stored.notify_cseq + TAKEOVER_CSEQ_GAP;
+    tracing::info!(dialog = %stored.id, %presentity, "continuing a dialog held elsewhere");
+    Outcome {
+        response,
+        then: Some(new_dialog(stored, presentity, &reply, first_cseq, source)),
+    }
+}

@@ -1,0 +1,494 @@
+//! RFC 3261 §17 non-INVITE transactions.
+//!
+//! Server side: the first copy of a request runs its handler; retransmissions
+//! arriving while it runs are absorbed, and those arriving after it answered
+//! get the cached final response again (held for Timer J = 64·T1 on UDP, not
+//! at all on reliable transports).
+//!
+//! Client side (NOTIFY): the request is retransmitted over UDP from T1,
+//! doubling up to T2 (Timer E), until a final response or Timer F = 64·T1;
+//! over reliable transports it is sent once and Timer F still bounds the
+//! wait.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip::{HeaderName, Response};
+use tokio::sync::mpsc;
+
+use crate::transport::{Protocol, SendError, Source};
+use crate::Edge;
+
+/// Identifies a server transaction (RFC 3261 §17.2.3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TransactionKey {
+    /// Top Via branch, or Call-ID + CSeq + From tag for RFC 2543 peers
+    /// whose branch lacks the magic cookie.
+    pub id: String,
+    /// CSeq method (ACK and CANCEL have transactions of their own).
+    pub method: String,
+    /// Top Via sent-by.
+    pub sent_by: String,
+}
+
+enum ServerState {
+    Proceeding,
+    Completed { response: Bytes, source: Source },
+}
+
+struct ServerEntry {
+    method: String,
+    state: ServerState,
+    since: Instant,
+}
+
+/// What to do with an incoming request.
+pub enum Begin {
+    /// A new transaction: run the handler.
+    New,
+    /// A retransmission: resend this response, if one was already sent.
+    Retransmission(Option<(Bytes, Source)>),
+    /// Too many transactions are open: answer 503 without running anything.
+    Overloaded,
+}
+
+/// Most server transactions held at once (each holds its response for
+/// Timer J on UDP); past it new requests get 503 rather than memory.
+pub const MAX_SERVER_TRANSACTIONS: usize = 200_000;
+
+/// Transactions sharing a branch and sent-by: the request's own, and
+/// a CANCEL of it (RFC 3261 §9.2), told apart by method.
+type Branch = (String, String);
+
+#[derive(Default)]
+struct Table {
+    by_branch: HashMap<Branch, Vec<ServerEntry>>,
+    len: usize,
+}
+
+/// Server transactions of one edge.
+pub struct ServerTransactions {
+    table: Mutex<Table>,
+    timer_j: Duration,
+    capacity: usize,
+}
+
+impl ServerTransactions {
+    pub fn new(t1: Duration) -> Self {
+        Self::with_capacity(t1, MAX_SERVER_TRANSACTIONS)
+    }
+
+    /// Server transactions holding at most `capacity` at once.
+    pub fn with_capacity(t1: Duration, capacity: usize) -> Self {
+        ServerTransactions {
+            table: Mutex::new(Table::default()),
+            timer_j: t1 * 64,
+            capacity,
+        }
+    }
+
+    fn branch(key: &TransactionKey) -> Branch {
+        (key.id.clone(), key.sent_by.clone())
+    }
+
+    /// Starts a transaction or recognises a retransmission.
+    pub fn begin(&self, key: &TransactionKey) -> Begin {
+        let Ok(mut table) = self.table.lock() else {
+            return Begin::New;
+        };
+        let Table { by_branch, len } = &mut *table;
+        let entries = by_branch.entry(Self::branch(key)).or_default();
+        match entries.iter().find(|e| e.method == key.method) {
+            Some(ServerEntry {
+                state: ServerState::Completed { response, source },
+                ..
+            }) => Begin::Retransmission(Some((response.clone(), *source))),
+            Some(_) => Begin::Retransmission(None),
+            None if *len >= self.capacity => {
+                if entries.is_empty() {
+                    by_branch.remove(&Self::branch(key));
+                }
+                Begin::Overloaded
+            }
+            None => {
+                entries.push(ServerEntry {
+                    method: key.method.clone(),
+                    state: ServerState::Proceeding,
+                    since: Instant::now(),
+                });
+                *len += 1;
+                Begin::New
+            }
+        }
+    }
+
+    /// Whether a transaction other than a CANCEL is open under the branch
+    /// of `cancel` — the request a CANCEL cancels (RFC 3261 §9.2).
+    pub fn has_cancelled_request(&self, cancel: &TransactionKey) -> bool {
+        self.table.lock().is_ok_and(|table| {
+            table
+                .by_branch
+                .get(&Self::branch(cancel))
+                .is_some_and(|entries| entries.iter().any(|e| e.method != "CANCEL"))
+        })
+    }
+
+    /// Records the final response; kept for retransmissions on UDP only.
+    pub fn complete(&self, key: &TransactionKey, response: Bytes, source: Source) {
+        let Ok(mut table) = self.table.lock() else {
+            return;
+        };
+        let Table { by_branch, len } = &mut *table;
+        let branch = Self::branch(key);
+        let Some(entries) = by_branch.get_mut(&branch) else {
+            return;
+        };
+        let Some(index) = entries.iter().position(|e| e.method == key.method) else {
+            return;
+        };
+        if source.protocol.is_reliable() {
+            entries.swap_remove(index);
+            *len -= 1;
+            if entries.is_empty() {
+                by_branch.remove(&branch);
+            }
+        } else {
+            entries[index].state = ServerState::Completed { response, source };
+            entries[index].since = Instant::now();
+        }
+    }
+
+    /// Forgets a transaction whose handler produced no response (ACK).
+    pub fn forget(&self, key: &TransactionKey) {
+        let Ok(mut table) = self.table.lock() else {
+            return;
+        };
+        let Table { by_branch, len } = &mut *table;
+        let branch = Self::branch(key);
+        if let Some(entries) = by_branch.get_mut(&branch) {
+            let before = entries.len();
+            entries.retain(|e| e.method != key.method);
+            *len -= before - entries.len();
+            if entries.is_empty() {
+                by_branch.remove(&branch);
+            }
+        }
+    }
+
+    /// Drops transactions past Timer J (and abandoned ones past twice it).
+    pub fn purge(&self) {
+        let now = Instant::now();
+        let Ok(mut table) = self.table.lock() else {
+            return;
+        };
+        let Table { by_branch, len } = &mut *table;
+        by_branch.retain(|_, entries| {
+            let before = entries.len();
+            entries.retain(|e| {
+                let age = now.duration_since(e.since);
+                match e.state {
+                    ServerState::Completed { .. } => age < self.timer_j,
+                    ServerState::Proceeding => age < self.timer_j * 2,
+                }
+            });
+            *len -= before - entries.len();
+            !entries.is_empty()
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.lock().map(|t| t.len).unwrap_or(0)
+    }
+
+    /// Transactions whose handler has not answered yet (drain waits for them).
+    pub fn in_progress(&self) -> usize {
+        self.table
+            .lock()
+            .map(|t| {
+                t.by_branch
+                    .values()
+                    .flatten()
+                    .filter(|e| matches!(e.state, ServerState::Proceeding))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Gives a final response a To tag when the request had none (RFC 3261
+/// §8.2.6.2). Handlers that create a dialog set their own tag; every other
+/// answer gets one derived from the transaction, so a retransmitted
+/// request is answered with the same tag.
+pub fn ensure_to_tag(response: &mut Response, key: &TransactionKey) {
+    if response.status() < 200 {
+        return;
+    }
+    let Ok(to) = response.headers().to() else {
+        return;
+    };
+    if to.tag().is_some() {
+        return;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&key.id, &key.method, &key.sent_by).hash(&mut hasher);
+    let tagged = to.with_tag(format!("{:016x}", hasher.finish())).to_string();
+    response.headers_mut().set(&HeaderName::To, &tagged);
+}
+
+/// Outcome of a client transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Timer F fired: no final response.
+    #[error("no final response within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Client transactions (outgoing NOTIFYs) waiting for responses.
+pub struct ClientTransactions {
+    pending: Mutex<HashMap<String, mpsc::Sender<u16>>>,
+}
+
+impl Default for ClientTransactions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientTransactions {
+    pub fn new() -> Self {
+        ClientTransactions {
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `bytes` (a request whose top Via has `branch`) and waits for its
+    /// final status code, retransmitting over UDP.
+    pub async fn request(
+        &self,
+        edge: &Edge,
+        protocol: Protocol,
+        remote: SocketAddr,
+        branch: &str,
+        bytes: Bytes,
+    ) -> Result<u16, ClientError> {
+        let (tx, mut rx) = mpsc::channel(4);
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(branch.to_string(), tx);
+        }
+        let result = self.run(edge, protocol, remote, &mut rx, bytes).await;
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(branch);
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        edge: &Edge,
+        protocol: Protocol,
+        remote: SocketAddr,
+        rx: &mut mpsc::Receiver<u16>,
+        bytes: Bytes,
+    ) -> Result<u16, ClientError> {
+        let t1 = edge.config.t1;
+        let t2 = edge.config.t2;
+        let timer_f = t1 * 64;
+        let deadline = tokio::time::Instant::now() + timer_f;
+        edge.transports
+            .send(protocol, remote, bytes.clone())
+            .await?;
+        let mut interval = t1;
+        let mut provisional = false;
+        loop {
+            let wait = if protocol.is_reliable() {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            } else {
+                interval.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(status)) if status >= 200 => return Ok(status),
+                Ok(Some(_)) => provisional = true,
+                Ok(None) => return Err(ClientError::Timeout(timer_f)),
+                Err(_) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ClientError::Timeout(timer_f));
+                    }
+                    if !protocol.is_reliable() {
+                        // Timer E: double up to T2, or stay at T2 once a
+                        // provisional response arrived.
+                        interval = if provisional {
+                            t2
+                        } else {
+                            (interval * 2).min(t2)
+                        };
+                        edge.transports
+                            .send(protocol, remote, bytes.clone())
+                            .await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a response to its waiting transaction. Returns false for a
+    /// stray response (no such transaction).
+    pub fn on_response(&self, branch: &str, status: u16) -> bool {
+        let sender = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(branch).cloned());
+        match sender {
+            Some(tx) => {
+                let _ = tx.try_send(status);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Periodically drops finished server transactions.
+pub async fn purge_loop(edge: Arc<Edge>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        edge.server_transactions.purge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    fn key(id: &str, method: &str) -> TransactionKey {
+        TransactionKey {
+            id: id.into(),
+            method: method.into(),
+            sent_by: "192.0.2.1:5060".into(),
+        }
+    }
+
+    fn udp() -> Source {
+        Source {
+            protocol: Protocol::Udp,
+            remote: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+        }
+    }
+
+    #[test]
+    fn retransmissions_are_absorbed_then_answered_from_cache() {
+        let table = ServerTransactions::new(Duration::from_millis(500));
+        let k = key("z9hG4bK1", "SUBSCRIBE");
+        assert!(matches!(table.begin(&k), Begin::New));
+        assert!(matches!(table.begin(&k), Begin::Retransmission(None)));
+        table.complete(&k, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"), udp());
+        match table.begin(&k) {
+            Begin::Retransmission(Some((bytes, to))) => {
+                assert_eq!(&bytes[..], b"SIP/2.0 200 OK\r\n\r\n");
+                assert_eq!(to, udp());
+            }
+            _ => panic!("a completed transaction answers from its cache"),
+        }
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn reliable_transports_keep_nothing_after_the_answer() {
+        let table = ServerTransactions::new(Duration::from_millis(500));
+        let k = key("z9hG4bK2", "PUBLISH");
+        assert!(matches!(table.begin(&k), Begin::New));
+        let tcp = Source {
+            protocol: Protocol::Tcp,
+            ..udp()
+        };
+        table.complete(&k, Bytes::from_static(b"x"), tcp);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_matches_the_request_of_its_branch_only() {
+        let table = ServerTransactions::new(Duration::from_millis(500));
+        let invite = key("z9hG4bK3", "INVITE");
+        assert!(matches!(table.begin(&invite), Begin::New));
+        let cancel = key("z9hG4bK3", "CANCEL");
+        assert!(matches!(table.begin(&cancel), Begin::New));
+        assert!(table.has_cancelled_request(&cancel));
+        let stray = key("z9hG4bK4", "CANCEL");
+        assert!(matches!(table.begin(&stray), Begin::New));
+        assert!(!table.has_cancelled_request(&stray));
+        assert_eq!(table.len(), 3);
+        table.forget(&cancel);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_transactions_but_still_matches_old_ones() {
+        let table = ServerTransactions::with_capacity(Duration::from_millis(500), 2);
+        assert!(matches!(table.begin(&key("a", "OPTIONS")), Begin::New));
+        assert!(matches!(table.begin(&key("b", "OPTIONS")), Begin::New));
+        assert!(matches!(
+            table.begin(&key("c", "OPTIONS")),
+            Begin::Overloaded
+        ));
+        assert!(matches!(
+            table.begin(&key("a", "OPTIONS")),
+            Begin::Retransmission(None)
+        ));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn final_answers_get_a_stable_to_tag_unless_they_have_one() {
+        let request = sip::parse(Bytes::from_static(
+            b"OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK9\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:example.com>\r\n\
+Call-ID: c@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ));
+        let Ok(sip::Message::Request(request)) = request else {
+            panic!("test request does not parse");
+        };
+        let k = key("z9hG4bK9", "OPTIONS");
+        let tag_of = |r: &Response| {
+            r.headers()
+                .to()
+                .ok()
+                .and_then(|t| t.tag().map(String::from))
+        };
+        let mut first = Response::for_request(&request, 200).build();
+        ensure_to_tag(&mut first, &k);
+        let mut second = Response::for_request(&request, 200).build();
+        ensure_to_tag(&mut second, &k);
+        assert!(tag_of(&first).is_some());
+        assert_eq!(tag_of(&first), tag_of(&second));
+        let mut own = Response::for_request(&request, 200).to_tag("mine").build();
+        ensure_to_tag(&mut own, &k);
+        assert_eq!(tag_of(&own).as_deref(), Some("mine"));
+        let mut trying = Response::for_request(&request, 100).build();
+        ensure_to_tag(&mut trying, &k);
+        assert_eq!(tag_of(&trying), None);
+    }
+
+    #[test]
+    fn purge_drops_completed_transactions_after_timer_j() {
+        let table = ServerTransactions::new(Duration::from_millis(1));
+        let k = key("z9hG4bK5", "REGISTER");
+        assert!(matches!(table.begin(&k), Begin::New));
+        table.complete(&k, Bytes::from_static(b"x"), udp());
+        std::thread::sleep(Duration::from_millis(80));
+        table.purge();
+        assert!(table.is_empty());
+        assert!(matches!(table.begin(&k), Begin::New));
+    }
+}

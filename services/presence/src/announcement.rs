@@ -1,0 +1,41 @@
+//! Messages on a presentity's channel, the only thing edges learn changes
+//! from. One message per change, whatever the number of watchers: each edge
+//! fans it out to its own dialogs.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use store::ChannelMessage;
+
+/// A change of one presentity, as published for the edges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Announcement {
+    /// The composed state changed. Edges send it to every dialog that has not
+    /// yet seen `version` or a later one.
+    State {
+        version: u64,
+        /// Composed application/pidf+xml.
+        pidf: String,
+    },
+    /// One subscription ended on the server side (expiry, rejection); the
+    /// edge holding the dialog sends the final NOTIFY with this reason.
+    Terminated { dialog_id: String, reason: String },
+}
+
+impl Announcement {
+    /// Encodes for the channel of `presentity`.
+    pub fn to_message(&self, presentity: &str) -> ChannelMessage {
+        // Serialising this enum of strings and integers cannot fail.
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        ChannelMessage {
+            entity: presentity.to_string(),
+            payload: Bytes::from(payload),
+        }
+    }
+
+    /// Decodes a channel payload; `None` for anything unrecognised (logged by
+    /// the caller), so a newer publisher never crashes an older edge.
+    pub fn from_payload(payload: &[u8]) -> Option<Announcement> {
+        serde_json::from_slice(payload).ok()
+    }
+}

@@ -1,0 +1,460 @@
+//! The event state compositor (RFC 3903) for the `presence` event package.
+//!
+//! A presentity's state is one record: its live publications (each with its
+//! entity-tag and expiry), the document composed from them, and a version.
+//! Every PUBLISH is a compare-and-swap on that record, so concurrent
+//! publishers through any number of replicas serialise; the swap announces
+//! the new composed state on the presentity's channel in the same atomic
+//! step, so a stored change is never silently lost to the edges.
+//!
+//! Versions only go forward: a new version is `max(previous + 1, now_ms)`,
+//! which stays monotonic even if the record was dropped and re-created.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pidf::{Basic, Document, PresenceStatus};
+use serde::{Deserialize, Serialize};
+use store::{Backend, Key, Kind, Schedule, StoreError};
+
+use crate::Announcement;
+
+const CAS_ATTEMPTS: usize = 16;
+/// A presentity record with no publication left is kept this long, so its
+/// version survives short gaps between publications.
+const EMPTY_RECORD_TTL_MS: u64 = 24 * 3600 * 1000;
+/// The media type the compositor accepts and produces.
+pub const PIDF: &str = "application/pidf+xml";
+
+/// Limits of publications and subscriptions, in seconds.
+#[derive(Clone, Debug)]
+pub struct PresenceConfig {
+    pub min_publish_expires: u32,
+    pub max_publish_expires: u32,
+    pub default_publish_expires: u32,
+    pub min_subscribe_expires: u32,
+    pub max_subscribe_expires: u32,
+    pub default_subscribe_expires: u32,
+    /// Limits applied to PIDF bodies.
+    pub pidf_limits: pidf::Limits,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            min_publish_expires: 60,
+            max_publish_expires: 7200,
+            default_publish_expires: 3600,
+            min_subscribe_expires: 60,
+            max_subscribe_expires: 7200,
+            default_subscribe_expires: 3600,
+            pidf_limits: pidf::Limits::default(),
+        }
+    }
+}
+
+/// One publication of a presentity, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredPublication {
+    pub etag: String,
+    pub expires_at_ms: u64,
+    pub published_at_ms: u64,
+    /// The PIDF document as published.
+    pub body: String,
+    /// Authenticated identity of the publisher.
+    pub publisher: String,
+    /// The application that set this publication with SetPresence (one
+    /// publication per presentity and source); `None` for SIP PUBLISH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// The record of one presentity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresentityRecord {
+    pub version: u64,
+    pub publications: Vec<StoredPublication>,
+    /// Composed document at `version`.
+    pub composed: String,
+}
+
+/// A PUBLISH as the compositor sees it.
+#[derive(Clone, Debug, Default)]
+pub struct PublishCommand {
+    pub presentity: String,
+    /// SIP-If-Match; `None` for an initial publication.
+    pub if_match: Option<String>,
+    pub expires: Option<u32>,
+    /// Content type and body, if the request had one.
+    pub body: Option<(String, Bytes)>,
+    pub publisher: String,
+}
+
+/// Result of an accepted PUBLISH.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublishOutcome {
+    /// New entity-tag; empty after a removal.
+    pub etag: String,
+    pub expires: u32,
+    pub version: u64,
+}
+
+/// Why a PUBLISH was refused; each maps to one SIP response.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// 412 Conditional Request Failed.
+    #[error("no publication with entity-tag {0}")]
+    UnknownEtag(String),
+    /// 423 Interval Too Brief.
+    #[error("interval too brief; minimum is {min_expires}s")]
+    IntervalTooBrief { min_expires: u32 },
+    /// 415 Unsupported Media Type.
+    #[error("unsupported body type {0}")]
+    UnsupportedMediaType(String),
+    /// 400 Bad Request (initial PUBLISH without body, invalid document).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 503 Service Unavailable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("concurrent publications to {0} did not settle")]
+    Contended(String),
+}
+
+/// The composed presence of a presentity at one version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PresenceView {
+    pub presentity: String,
+    /// 0 when nothing was ever published.
+    pub version: u64,
+    pub pidf: String,
+    pub basic: Basic,
+    pub status: PresenceStatus,
+    pub note: Option<String>,
+}
+
+impl PresenceView {
+    pub(crate) fn from_record(presentity: &str, record: &PresentityRecord) -> PresenceView {
+        let document = if record.composed.is_empty() {
+            None
+        } else {
+            Document::parse(record.composed.as_bytes()).ok()
+        };
+        let document = document.unwrap_or_else(|| Document::closed(&entity_of(presentity)));
+        let summary = document.summary();
+        PresenceView {
+            presentity: presentity.to_string(),
+            version: record.version,
+            pidf: if record.composed.is_empty() {
+                document.to_xml()
+            } else {
+                record.composed.clone()
+            },
+            basic: document.basic(),
+            status: summary.status,
+            note: summary.note,
+        }
+    }
+}
+
+/// The PIDF entity URI of an address-of-record.
+pub fn entity_of(presentity: &str) -> String {
+    format!("pres:{presentity}")
+}
+
+pub(crate) fn new_etag() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// The compositor of every presentity, over a state backend.
+#[derive(Clone)]
+pub struct Compositor {
+    backend: Arc<dyn Backend>,
+    config: Arc<PresenceConfig>,
+}
+
+impl Compositor {
+    pub fn new(backend: Arc<dyn Backend>, config: PresenceConfig) -> Self {
+        Compositor {
+            backend,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &PresenceConfig {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn key(presentity: &str) -> Key {
+        Key::new(Kind::Presentity, presentity)
+    }
+
+    pub(crate) async fn load(
+        &self,
+        presentity: &str,
+    ) -> Result<(u64, PresentityRecord), StoreError> {
+        match self.backend.get_record(&Self::key(presentity)).await? {
+            None => Ok((0, PresentityRecord::default())),
+            Some(record) => Ok((record.rev, decode(presentity, &record.value)?)),
+        }
+    }
+
+    /// The state a watcher would see now.
+    pub async fn view(&self, presentity: &str) -> Result<PresenceView, StoreError> {
+        let (_, record) = self.load(presentity).await?;
+        Ok(PresenceView::from_record(presentity, &record))
+    }
+
+    /// The state of many presentities, in the order asked.
+    pub async fn views(&self, presentities: &[String]) -> Result<Vec<PresenceView>, StoreError> {
+        let keys: Vec<Key> = presentities.iter().map(|p| Self::key(p)).collect();
+        let records = self.backend.get_records(&keys).await?;
+        presentities
+            .iter()
+            .zip(records)
+            .map(|(p, r)| {
+                let record = match r {
+                    Some(r) => decode(p, &r.value)?,
+                    None => PresentityRecord::default(),
+                };
+                Ok(PresenceView::from_record(p, &record))
+            })
+            .collect()
+    }
+
+    pub(crate) fn granted_expires(&self, requested: Option<u32>) -> Result<u32, PublishError> {
+        let c = &self.config;
+        let e = requested.unwrap_or(c.default_publish_expires);
+        if e != 0 && e < c.min_publish_expires {
+            return Err(PublishError::IntervalTooBrief {
+                min_expires: c.min_publish_expires,
+            });
+        }
+        Ok(e.min(c.max_publish_expires))
+    }
+
+    /// Checks a body and returns it as text, refusing what must never be stored.
+    pub(crate) fn validate_body(
+        &self,
+        presentity: &str,
+        content_type: &str,
+        body: &Bytes,
+    ) -> Result<String, PublishError> {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != PIDF {
+            return Err(PublishError::UnsupportedMediaType(content_type.to_string()));
+        }
+        Document::parse_publication(body, presentity, &self.config.pidf_limits)
+            .map_err(|e| PublishError::BadRequest(format!("invalid PIDF: {e}")))?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| PublishError::BadRequest("PIDF body is not UTF-8".into()))
+    }
+
+    /// Applies one PUBLISH (RFC 3903 §6): initial, refresh, modify or remove.
+    pub async fn publish(
+        &self,
+        command: &PublishCommand,
+        now_ms: u64,
+    ) -> Result<PublishOutcome, PublishError> {
+        let expires = self.granted_expires(command.expires)?;
+        let body = match &command.body {
+            Some((content_type, bytes)) if !bytes.is_empty() => {
+                Some(self.validate_body(&command.presentity, content_type, bytes)?)
+            }
+            _ => None,
+        };
+        if command.if_match.is_none() {
+            if body.is_none() {
+                return Err(PublishError::BadRequest(
+                    "initial PUBLISH without a body".into(),
+                ));
+            }
+            if expires == 0 {
+                return Err(PublishError::BadRequest(
+                    "initial PUBLISH with Expires: 0".into(),
+                ));
+            }
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let (rev, mut record) = self.load(&command.presentity).await?;
+            let before = record.publications.len();
+            record.publications.retain(|p| p.expires_at_ms > now_ms);
+            // Publications that expired before the sweeper got to them change
+            // the composed state even when this request is a plain refresh.
+            let mut state_changed = record.publications.len() != before;
+            let etag = new_etag();
+            match &command.if_match {
+                None => {
+                    record.publications.push(StoredPublication {
+                        etag: etag.clone(),
+                        expires_at_ms: now_ms + u64::from(expires) * 1000,
+                        published_at_ms: now_ms,
+                        body: body.clone().unwrap_or_default(),
+                        publisher: command.publisher.clone(),
+                        source: None,
+                    });
+                    state_changed = true;
+                }
+                Some(if_match) => {
+                    let Some(i) = record.publications.iter().position(|p| &p.etag == if_match)
+                    else {
+                        return Err(PublishError::UnknownEtag(if_match.clone()));
+                    };
+                    if expires == 0 {
+                        record.publications.remove(i);
+                        state_changed = true;
+                    } else {
+                        let publication = &mut record.publications[i];
+                        publication.etag = etag.clone();
+                        publication.expires_at_ms = now_ms + u64::from(expires) * 1000;
+                        if let Some(body) = &body {
+                            publication.body = body.clone();
+                            publication.published_at_ms = now_ms;
+                            publication.publisher = command.publisher.clone();
+                            state_changed = true;
+                        }
+                    }
+                }
+            }
+            if let Some(version) = self
+                .save(&command.presentity, rev, record, state_changed, now_ms)
+                .await?
+            {
+                return Ok(PublishOutcome {
+                    etag: if expires == 0 { String::new() } else { etag },
+                    expires,
+                    version,
+                });
+            }
+        }
+        Err(PublishError::Contended(command.presentity.clone()))
+    }
+
+    /// Removes the expired publications of a presentity the sweeper found
+    /// due. Returns the new version when this call changed the state — only
+    /// one caller can, so watchers are notified of an expiry exactly once.
+    pub async fn expire(&self, presentity: &str, now_ms: u64) -> Result<Option<u64>, PublishError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (rev, mut record) = self.load(presentity).await?;
+            let before = record.publications.len();
+            record.publications.retain(|p| p.expires_at_ms > now_ms);
+            if record.publications.len() == before {
+                match record.publications.iter().map(|p| p.expires_at_ms).min() {
+                    Some(due) => {
+                        self.backend
+                            .schedule(Schedule::Publications, presentity, due)
+                            .await?
+                    }
+                    None => {
+                        self.backend
+                            .unschedule(Schedule::Publications, presentity)
+                            .await?
+                    }
+                }
+                return Ok(None);
+            }
+            if let Some(version) = self.save(presentity, rev, record, true, now_ms).await? {
+                return Ok(Some(version));
+            }
+        }
+        Err(PublishError::Contended(presentity.to_string()))
+    }
+
+    /// Writes the record if still at `rev`. When the state changed, composes
+    /// it anew under a new version and announces it in the same swap.
+    /// Returns the version in force, or `None` on a lost race.
+    pub(crate) async fn save(
+        &self,
+        presentity: &str,
+        rev: u64,
+        mut record: PresentityRecord,
+        state_changed: bool,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let announce = if state_changed {
+            record.version = (record.version + 1).max(now_ms);
+            record.composed = compose(presentity, &record.publications);
+            Some(
+                Announcement::State {
+                    version: record.version,
+                    pidf: record.composed.clone(),
+                }
+                .to_message(presentity),
+            )
+        } else {
+            None
+        };
+        let earliest = record.publications.iter().map(|p| p.expires_at_ms).min();
+        let latest = record.publications.iter().map(|p| p.expires_at_ms).max();
+        if let Some(due) = earliest {
+            self.backend
+                .schedule(Schedule::Publications, presentity, due)
+                .await?;
+        }
+        let ttl = latest.map_or(EMPTY_RECORD_TTL_MS, |l| {
+            l.saturating_sub(now_ms) + EMPTY_RECORD_TTL_MS
+        });
+        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let done = self
+            .backend
+            .cas_record(
+                &Self::key(presentity),
+                rev,
+                Some(Bytes::from(value)),
+                Some(ttl),
+                announce,
+            )
+            .await?;
+        Ok(done.map(|_| record.version))
+    }
+}
+
+fn decode(presentity: &str, value: &[u8]) -> Result<PresentityRecord, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: format!("presentity {presentity}"),
+        reason: e.to_string(),
+    })
+}
+
+/// Composes stored publications into one document (see `pidf::compose` for
+/// the policy). A publication whose stored body no longer parses (it was
+/// validated on the way in) is left out rather than failing the presentity.
+fn compose(presentity: &str, publications: &[StoredPublication]) -> String {
+    let documents: Vec<(usize, Document)> = publications
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Document::parse(p.body.as_bytes()).ok().map(|d| (i, d)))
+        .collect();
+    let inputs: Vec<pidf::Publication<'_>> = documents
+        .iter()
+        .map(|(i, d)| pidf::Publication {
+            etag: &publications[*i].etag,
+            published_at_ms: publications[*i].published_at_ms,
+            document: d,
+        })
+        .collect();
+    pidf::compose(&entity_of(presentity), &inputs).to_xml()
+}
+
+/// The lower-case name of a simple status, as the gRPC API reports it.
+pub fn status_name(status: &PresenceStatus) -> String {
+    match status {
+        PresenceStatus::Available => "available".into(),
+        PresenceStatus::Away => "away".into(),
+        PresenceStatus::Busy => "busy".into(),
+        PresenceStatus::DoNotDisturb => "do-not-disturb".into(),
+        PresenceStatus::OnThePhone => "on-the-phone".into(),
+        PresenceStatus::InMeeting => "in-meeting".into(),
+        PresenceStatus::Offline => "offline".into(),
+        PresenceStatus::Custom(s) => s.clone(),
+    }
+}

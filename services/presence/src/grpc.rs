@@ -1,0 +1,375 @@
+//! `presence.v1` over gRPC: a thin adapter between protobuf messages and the
+//! compositor / subscription types.
+
+use bytes::Bytes;
+use grpc_auth::Caller;
+use pidf::Basic;
+use rpc::presence::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::compositor::{status_name, PresenceView};
+use crate::ownership::Ownership;
+use crate::sources::{parse_status, SetSourceCommand, SourceContent};
+use crate::subscriptions::{DialogRecord, SubscriptionStatus};
+use crate::watch::{WatchHub, WatchRequest};
+use crate::{
+    now_ms, Compositor, PublishCommand, PublishError, SubscribeCommand, SubscriptionError,
+    Subscriptions,
+};
+
+/// Upper bound on presentities in one BatchGetPresence.
+const MAX_BATCH: usize = 1000;
+
+/// The gRPC face of the presence service.
+pub struct PresenceService {
+    compositor: Compositor,
+    subscriptions: Subscriptions,
+    watch_hub: WatchHub,
+    ownership: Ownership,
+}
+
+impl PresenceService {
+    pub fn new(compositor: Compositor, subscriptions: Subscriptions) -> Self {
+        let watch_hub = WatchHub::new(compositor.backend().clone());
+        let ownership = Ownership::new(compositor.clone());
+        PresenceService {
+            compositor,
+            subscriptions,
+            watch_hub,
+            ownership,
+        }
+    }
+
+    pub fn into_server(self) -> pb::presence_server::PresenceServer<Self> {
+        pb::presence_server::PresenceServer::new(self)
+    }
+}
+
+fn too_brief(min_expires: u32) -> Status {
+    let mut status = Status::out_of_range(format!("interval too brief; minimum {min_expires}s"));
+    if let Ok(value) = min_expires.to_string().parse() {
+        status.metadata_mut().insert("min-expires", value);
+    }
+    status
+}
+
+fn publish_status(error: PublishError) -> Status {
+    match error {
+        PublishError::UnknownEtag(_) => Status::failed_precondition(error.to_string()),
+        PublishError::IntervalTooBrief { min_expires } => too_brief(min_expires),
+        PublishError::UnsupportedMediaType(_) => Status::unimplemented(error.to_string()),
+        PublishError::BadRequest(_) => Status::invalid_argument(error.to_string()),
+        PublishError::Store(_) | PublishError::Contended(_) => {
+            Status::unavailable(error.to_string())
+        }
+    }
+}
+
+fn subscription_status(error: SubscriptionError) -> Status {
+    match error {
+        SubscriptionError::NotFound(_) => Status::not_found(error.to_string()),
+        SubscriptionError::IntervalTooBrief { min_expires } => too_brief(min_expires),
+        SubscriptionError::Store(_) => Status::unavailable(error.to_string()),
+    }
+}
+
+/// Converts a composed view to its protobuf form.
+pub fn state_to_pb(view: PresenceView) -> pb::PresenceState {
+    pb::PresenceState {
+        presentity: view.presentity,
+        version: view.version,
+        pidf: Bytes::from(view.pidf).to_vec(),
+        basic: match view.basic {
+            Basic::Open => pb::Basic::Open as i32,
+            Basic::Closed => pb::Basic::Closed as i32,
+        },
+        status: status_name(&view.status),
+        note: view.note.unwrap_or_default(),
+    }
+}
+
+/// Converts a protobuf dialog to the stored form.
+pub fn dialog_from_pb(d: pb::Dialog) -> DialogRecord {
+    DialogRecord {
+        id: d.id,
+        call_id: d.call_id,
+        local_tag: d.local_tag,
+        remote_tag: d.remote_tag,
+        remote_uri: d.remote_uri,
+        local_uri: d.local_uri,
+        remote_target: d.remote_target,
+        route_set: d.route_set,
+        transport: d.transport,
+        remote_addr: d.remote_addr,
+        edge_id: d.edge_id,
+        notify_cseq: d.notify_cseq,
+        event_id: d.event_id,
+        watcher: d.watcher,
+    }
+}
+
+/// Converts a stored dialog to its protobuf form.
+pub fn dialog_to_pb(d: DialogRecord) -> pb::Dialog {
+    pb::Dialog {
+        id: d.id,
+        call_id: d.call_id,
+        local_tag: d.local_tag,
+        remote_tag: d.remote_tag,
+        remote_uri: d.remote_uri,
+        local_uri: d.local_uri,
+        remote_target: d.remote_target,
+        route_set: d.route_set,
+        transport: d.transport,
+        remote_addr: d.remote_addr,
+        edge_id: d.edge_id,
+        notify_cseq: d.notify_cseq,
+        event_id: d.event_id,
+        watcher: d.watcher,
+    }
+}
+
+/// The name stored as publisher of what an application sets: its token's
+/// client or subject, or `anonymous` on an unauthenticated API.
+fn caller_name<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| "anonymous".to_string(), |c| c.name().to_string())
+}
+
+fn require(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::presence_server::Presence for PresenceService {
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let r = request.into_inner();
+        require("presentity", &r.presentity)?;
+        let command = PublishCommand {
+            presentity: r.presentity,
+            if_match: (!r.if_match.is_empty()).then_some(r.if_match),
+            expires: r.expires,
+            body: (!r.body.is_empty()).then(|| (r.content_type, Bytes::from(r.body))),
+            publisher: r.publisher,
+        };
+        let outcome = self
+            .compositor
+            .publish(&command, now_ms())
+            .await
+            .map_err(|e| {
+                tracing::info!(presentity = %command.presentity, error = %e, "PUBLISH refused");
+                publish_status(e)
+            })?;
+        Ok(Response::new(pb::PublishResponse {
+            etag: outcome.etag,
+            expires: outcome.expires,
+            version: outcome.version,
+        }))
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<pb::GetPresenceRequest>,
+    ) -> Result<Response<pb::PresenceState>, Status> {
+        let presentity = request.into_inner().presentity;
+        require("presentity", &presentity)?;
+        let view = self
+            .compositor
+            .view(&presentity)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(state_to_pb(view)))
+    }
+
+    async fn batch_get_presence(
+        &self,
+        request: Request<pb::BatchGetPresenceRequest>,
+    ) -> Result<Response<pb::BatchGetPresenceResponse>, Status> {
+        let presentities = request.into_inner().presentities;
+        if presentities.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} presentities per call"
+            )));
+        }
+        let views = self
+            .compositor
+            .views(&presentities)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::BatchGetPresenceResponse {
+            states: views.into_iter().map(state_to_pb).collect(),
+        }))
+    }
+
+    type WatchPresenceStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::WatchPresenceEvent, Status>>;
+
+    async fn watch_presence(
+        &self,
+        request: Request<pb::WatchPresenceRequest>,
+    ) -> Result<Response<Self::WatchPresenceStream>, Status> {
+        let expires_at = request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|c| c.identity.expires_at);
+        let r = request.into_inner();
+        let mut watch = WatchRequest::new(r.presentities, r.known_versions)?;
+        watch.credentials_expire =
+            expires_at.map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let events = crate::watch::start(&self.watch_hub, self.compositor.clone(), watch).await?;
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            events,
+        )))
+    }
+
+    async fn set_presence(
+        &self,
+        request: Request<pb::SetPresenceRequest>,
+    ) -> Result<Response<pb::SetPresenceResponse>, Status> {
+        let publisher = caller_name(&request);
+        let r = request.into_inner();
+        let content = if r.pidf.is_empty() {
+            SourceContent::Status {
+                status: parse_status(&r.status).map_err(publish_status)?,
+                note: (!r.note.is_empty()).then_some(r.note),
+            }
+        } else {
+            SourceContent::Pidf(Bytes::from(r.pidf))
+        };
+        let command = SetSourceCommand {
+            presentity: r.presentity,
+            source: r.source,
+            content,
+            expires: r.expires,
+            publisher,
+        };
+        let outcome = self
+            .compositor
+            .set_source(&command, now_ms())
+            .await
+            .map_err(|e| {
+                tracing::info!(presentity = %command.presentity, source = %command.source, error = %e, "SetPresence refused");
+                publish_status(e)
+            })?;
+        Ok(Response::new(pb::SetPresenceResponse {
+            version: outcome.version,
+            expires: outcome.expires,
+        }))
+    }
+
+    async fn clear_presence(
+        &self,
+        request: Request<pb::ClearPresenceRequest>,
+    ) -> Result<Response<pb::ClearPresenceResponse>, Status> {
+        let r = request.into_inner();
+        let outcome = self
+            .compositor
+            .clear_source(&r.presentity, &r.source, now_ms())
+            .await
+            .map_err(|e| {
+                tracing::info!(presentity = %r.presentity, source = %r.source, error = %e, "ClearPresence refused");
+                publish_status(e)
+            })?;
+        Ok(Response::new(pb::ClearPresenceResponse {
+            removed: outcome.removed,
+            version: outcome.version,
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        let r = request.into_inner();
+        require("presentity", &r.presentity)?;
+        let dialog = r
+            .dialog
+            .ok_or_else(|| Status::invalid_argument("dialog is required"))?;
+        require("dialog.id", &dialog.id)?;
+        let command = SubscribeCommand {
+            presentity: r.presentity,
+            dialog: dialog_from_pb(dialog),
+            expires: r.expires,
+            refresh: r.refresh,
+        };
+        let outcome = self
+            .subscriptions
+            .subscribe(&command, now_ms())
+            .await
+            .map_err(subscription_status)?;
+        Ok(Response::new(pb::SubscribeResponse {
+            expires: outcome.expires,
+            status: match outcome.status {
+                SubscriptionStatus::Active => pb::SubscriptionStatus::Active,
+                SubscriptionStatus::Pending => pb::SubscriptionStatus::Pending,
+                SubscriptionStatus::Terminated => pb::SubscriptionStatus::Terminated,
+            } as i32,
+            state: Some(state_to_pb(outcome.view)),
+            dialog: Some(dialog_to_pb(outcome.dialog)),
+        }))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let r = request.into_inner();
+        let removed = self
+            .subscriptions
+            .unsubscribe(&r.presentity, &r.dialog_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::UnsubscribeResponse { removed }))
+    }
+
+    async fn renew_lease(
+        &self,
+        request: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        let r = request.into_inner();
+        require("edge_id", &r.edge_id)?;
+        let result = if r.release {
+            tracing::info!(edge = %r.edge_id, "edge released its lease");
+            self.ownership.release(&r.edge_id).await
+        } else {
+            self.ownership.renew(&r.edge_id, r.ttl_ms, now_ms()).await
+        };
+        result.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::RenewLeaseResponse {}))
+    }
+
+    async fn claim_dialogs(
+        &self,
+        request: Request<pb::ClaimDialogsRequest>,
+    ) -> Result<Response<pb::ClaimDialogsResponse>, Status> {
+        let r = request.into_inner();
+        require("edge_id", &r.edge_id)?;
+        let claimed = self
+            .ownership
+            .claim(&r.edge_id, r.max.clamp(1, 1000) as usize, now_ms())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !claimed.is_empty() {
+            tracing::info!(edge = %r.edge_id, dialogs = claimed.len(), "dialogs taken over");
+        }
+        Ok(Response::new(pb::ClaimDialogsResponse {
+            dialogs: claimed
+                .into_iter()
+                .map(|c| pb::ClaimedDialog {
+                    presentity: c.record.presentity.clone(),
+                    expires_at_ms: c.record.expires_at_ms,
+                    dialog: Some(dialog_to_pb(c.record.dialog)),
+                    state: Some(state_to_pb(c.view)),
+                })
+                .collect(),
+        }))
+    }
+}

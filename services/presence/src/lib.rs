@@ -1,0 +1,79 @@
+//! The presence service: the RFC 3903 event state compositor and the
+//! RFC 6665 / RFC 3856 subscription records, kept in the state backend and
+//! served over gRPC.
+//!
+//! * [`compositor`] — PUBLISH semantics and the composed state of a presentity.
+//! * [`subscriptions`] — subscription (dialog) records of watchers.
+//! * [`announcement`] — what is published on a presentity's channel for edges.
+//! * [`sweeper`] — expiry of publications and subscriptions, exactly once.
+//! * [`grpc`] — the `presence.v1` adapter.
+//! * [`watch`] — `WatchPresence` streams over one change feed per replica.
+//! * [`sources`] — presence set by applications (`SetPresence`).
+//! * [`access`] — the scope each RPC requires.
+
+pub mod access;
+pub mod announcement;
+pub mod compositor;
+pub mod grpc;
+pub mod ownership;
+pub mod sources;
+pub mod subscriptions;
+pub mod sweeper;
+pub mod watch;
+
+pub use announcement::Announcement;
+pub use compositor::{
+    Compositor, PresenceConfig, PresenceView, PublishCommand, PublishError, PublishOutcome,
+};
+pub use subscriptions::{
+    SubscribeCommand, SubscribeOutcome, SubscriptionError, SubscriptionRecord, Subscriptions,
+};
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serves `presence.v1` (with gRPC health and reflection) on `listener` and
+/// sweeps expiries every `sweep_interval`, until `shutdown` resolves.
+/// `auth` decides who may call which RPC (health and reflection stay open).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    backend: std::sync::Arc<dyn store::Backend>,
+    config: PresenceConfig,
+    sweep_interval: std::time::Duration,
+    auth: grpc_auth::ApiAuth,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let compositor = Compositor::new(backend, config);
+    let subscriptions = Subscriptions::new(compositor.clone());
+    let sweeper = tokio::spawn(sweeper::run(
+        compositor.clone(),
+        subscriptions.clone(),
+        sweep_interval,
+    ));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<rpc::presence::v1::presence_server::PresenceServer<grpc::PresenceService>>()
+        .await;
+    let result = tonic::transport::Server::builder()
+        // WatchPresence streams live for hours: pings keep idle connections
+        // open through load balancers and let a vanished client's stream
+        // end within a minute.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .layer(auth.layer())
+        .add_service(health)
+        .add_service(runtime::reflection_service()?)
+        .add_service(grpc::PresenceService::new(compositor, subscriptions).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    sweeper.abort();
+    result.map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"))
+}

@@ -1,0 +1,65 @@
+//! `presence`: the presence service as its own process (cluster mode).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use presence::PresenceConfig;
+
+/// Presence service of the presence cluster.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// gRPC listen address.
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Redis URL (`redis://host:port`); without it state is kept in memory
+    /// and is not shared with any other process.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Shortest publication / subscription interval accepted (seconds).
+    #[arg(long, env = "PRESENCE_MIN_EXPIRES", default_value_t = 60)]
+    min_expires: u32,
+    /// Longest publication / subscription interval granted (seconds).
+    #[arg(long, env = "PRESENCE_MAX_EXPIRES", default_value_t = 7200)]
+    max_expires: u32,
+    /// How often expired publications and subscriptions are swept (ms).
+    #[arg(long, env = "PRESENCE_SWEEP_MS", default_value_t = 500)]
+    sweep_ms: u64,
+    /// Who may call the gRPC API (bearer tokens with presence:* scopes).
+    #[command(flatten)]
+    auth: grpc_auth::ApiAuthArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let args = Args::parse();
+    let backend = runtime::backend(args.redis_url.as_deref()).await?;
+    let config = PresenceConfig {
+        min_publish_expires: args.min_expires,
+        max_publish_expires: args.max_expires,
+        min_subscribe_expires: args.min_expires,
+        max_subscribe_expires: args.max_expires,
+        ..PresenceConfig::default()
+    };
+    let auth = args
+        .auth
+        .api_auth("presence", presence::access::access_policy())
+        .await
+        .context("setting up gRPC authentication")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "presence serving gRPC");
+    presence::serve(
+        listener,
+        backend,
+        config,
+        Duration::from_millis(args.sweep_ms),
+        auth,
+        runtime::shutdown_signal(),
+    )
+    .await
+}

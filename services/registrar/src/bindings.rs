@@ -1,0 +1,388 @@
+//! Registrar rules (RFC 3261 §10.3, RFC 5626 instance bindings).
+//!
+//! All bindings of one address-of-record are one record in the backend,
+//! changed by compare-and-swap: the whole read-check-write of a REGISTER is
+//! atomic however many registrar replicas run. The record's TTL follows its
+//! latest binding, and the AOR is scheduled for the sweeper at its earliest
+//! binding expiry (schedule first, record second: a crash between the two
+//! leaves an early schedule entry, which the sweeper re-arms, never a binding
+//! nobody will expire).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use store::{Backend, Key, Kind, Schedule, StoreError};
+
+/// How many times a REGISTER is retried when another replica changed the same
+/// AOR between our read and our write.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Limits on registration intervals, in seconds.
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    /// Shorter nonzero requests get 423 Interval Too Brief.
+    pub min_expires: u32,
+    /// Longer requests are shortened to this.
+    pub max_expires: u32,
+    /// Used when the request names no expiry.
+    pub default_expires: u32,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+        }
+    }
+}
+
+/// One contact of an address-of-record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    pub uri: String,
+    pub expires_at_ms: u64,
+    #[serde(default)]
+    pub q_milli: Option<u32>,
+    #[serde(default)]
+    pub instance_id: String,
+    #[serde(default)]
+    pub reg_id: Option<u32>,
+    pub call_id: String,
+    pub cseq: u32,
+    #[serde(default)]
+    pub transport: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub user_agent: String,
+}
+
+impl Binding {
+    /// Whether `update` refers to this binding: the same RFC 5626 instance and
+    /// reg-id when the update carries both, otherwise the same contact URI.
+    fn matches(&self, update: &ContactUpdate) -> bool {
+        if !update.instance_id.is_empty() && update.reg_id.is_some() {
+            self.instance_id == update.instance_id && self.reg_id == update.reg_id
+        } else {
+            self.uri == update.uri
+        }
+    }
+
+    /// Seconds left at `now_ms`, rounded up so a live binding never shows 0.
+    pub fn remaining_secs(&self, now_ms: u64) -> u32 {
+        let left = self.expires_at_ms.saturating_sub(now_ms);
+        left.div_ceil(1000).min(u32::MAX as u64) as u32
+    }
+}
+
+/// One Contact of a REGISTER.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContactUpdate {
+    pub uri: String,
+    /// From the Contact's expires parameter or the Expires header.
+    pub expires: Option<u32>,
+    pub q_milli: Option<u32>,
+    pub instance_id: String,
+    pub reg_id: Option<u32>,
+}
+
+/// A REGISTER request as the registrar sees it.
+#[derive(Clone, Debug, Default)]
+pub struct RegisterCommand {
+    pub aor: String,
+    pub contacts: Vec<ContactUpdate>,
+    /// `Contact: *`.
+    pub remove_all: bool,
+    /// The request's Expires header, checked with `Contact: *`.
+    pub call_id: String,
+    pub cseq: u32,
+    pub transport: String,
+    pub source: String,
+    pub user_agent: String,
+}
+
+/// Why a REGISTER was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// SIP 423: a nonzero expiry below the minimum.
+    #[error("interval too brief; minimum is {min_expires}s")]
+    IntervalTooBrief { min_expires: u32 },
+    /// SIP 400: `*` with other contacts (RFC 3261 §10.3 step 6).
+    #[error("Contact '*' must stand alone")]
+    InvalidWildcard,
+    /// SIP 400: no address-of-record.
+    #[error("missing address-of-record")]
+    MissingAor,
+    /// SIP 500: a request older than the stored binding of the same Call-ID
+    /// (RFC 3261 §10.3 step 7).
+    #[error("CSeq {cseq} is not above the stored CSeq of this Call-ID")]
+    OutOfOrder { cseq: u32 },
+    /// SIP 503: too many concurrent writers, or the backend is down.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("concurrent updates of {0} did not settle")]
+    Contended(String),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredBindings {
+    bindings: Vec<Binding>,
+}
+
+/// The registrar: RFC 3261 rules over the state backend.
+#[derive(Clone)]
+pub struct Registrar {
+    backend: Arc<dyn Backend>,
+    config: RegistrarConfig,
+}
+
+impl Registrar {
+    pub fn new(backend: Arc<dyn Backend>, config: RegistrarConfig) -> Self {
+        Registrar { backend, config }
+    }
+
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.config
+    }
+
+    fn key(aor: &str) -> Key {
+        Key::new(Kind::Bindings, aor)
+    }
+
+    async fn load(&self, aor: &str) -> Result<(u64, Vec<Binding>), StoreError> {
+        match self.backend.get_record(&Self::key(aor)).await? {
+            None => Ok((0, Vec::new())),
+            Some(record) => {
+                let stored: StoredBindings =
+                    serde_json::from_slice(&record.value).map_err(|e| StoreError::Corrupt {
+                        key: format!("bindings of {aor}"),
+                        reason: e.to_string(),
+                    })?;
+                Ok((record.rev, stored.bindings))
+            }
+        }
+    }
+
+    /// Applies a REGISTER and returns the bindings in force afterwards.
+    pub async fn register(
+        &self,
+        command: &RegisterCommand,
+        now_ms: u64,
+    ) -> Result<Vec<Binding>, RegisterError> {
+        if command.aor.is_empty() {
+            return Err(RegisterError::MissingAor);
+        }
+        if command.remove_all && !command.contacts.is_empty() {
+            return Err(RegisterError::InvalidWildcard);
+        }
+        for update in &command.contacts {
+            if let Some(e) = update.expires {
+                if e != 0 && e < self.config.min_expires {
+                    return Err(RegisterError::IntervalTooBrief {
+                        min_expires: self.config.min_expires,
+                    });
+                }
+            }
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let (rev, current) = self.load(&command.aor).await?;
+            let live: Vec<Binding> = current
+                .into_iter()
+                .filter(|b| b.expires_at_ms > now_ms)
+                .collect();
+            let next = self.apply(live, command, now_ms)?;
+            if self.save(&command.aor, rev, &next, now_ms).await? {
+                return Ok(next);
+            }
+        }
+        Err(RegisterError::Contended(command.aor.clone()))
+    }
+
+    /// RFC 3261 §10.3 steps 6–8 on the live bindings.
+    fn apply(
+        &self,
+        mut bindings: Vec<Binding>,
+        command: &RegisterCommand,
+        now_ms: u64,
+    ) -> Result<Vec<Binding>, RegisterError> {
+        let out_of_order = |b: &Binding| b.call_id == command.call_id && command.cseq <= b.cseq;
+        if command.remove_all {
+            if bindings.iter().any(out_of_order) {
+                return Err(RegisterError::OutOfOrder { cseq: command.cseq });
+            }
+            return Ok(Vec::new());
+        }
+        for update in &command.contacts {
+            let expires = update
+                .expires
+                .unwrap_or(self.config.default_expires)
+                .min(self.config.max_expires);
+            let existing = bindings.iter().position(|b| b.matches(update));
+            if let Some(i) = existing {
+                if out_of_order(&bindings[i]) {
+                    return Err(RegisterError::OutOfOrder { cseq: command.cseq });
+                }
+                bindings.remove(i);
+            }
+            if expires > 0 {
+                bindings.push(Binding {
+                    uri: update.uri.clone(),
+                    expires_at_ms: now_ms + u64::from(expires) * 1000,
+                    q_milli: update.q_milli,
+                    instance_id: update.instance_id.clone(),
+                    reg_id: update.reg_id,
+                    call_id: command.call_id.clone(),
+                    cseq: command.cseq,
+                    transport: command.transport.clone(),
+                    source: command.source.clone(),
+                    user_agent: command.user_agent.clone(),
+                });
+            }
+        }
+        Ok(bindings)
+    }
+
+    /// Writes the bindings (or deletes the record when none are left) if the
+    /// record is still at `rev`; schedules the earliest expiry first.
+    async fn save(
+        &self,
+        aor: &str,
+        rev: u64,
+        bindings: &[Binding],
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = Self::key(aor);
+        if bindings.is_empty() {
+            if rev == 0 {
+                return Ok(true);
+            }
+            let done = self.backend.cas_record(&key, rev, None, None, None).await?;
+            if done.is_some() {
+                self.backend.unschedule(Schedule::Bindings, aor).await?;
+            }
+            return Ok(done.is_some());
+        }
+        let earliest = bindings
+            .iter()
+            .map(|b| b.expires_at_ms)
+            .min()
+            .unwrap_or(now_ms);
+        let latest = bindings
+            .iter()
+            .map(|b| b.expires_at_ms)
+            .max()
+            .unwrap_or(now_ms);
+        self.backend
+            .schedule(Schedule::Bindings, aor, earliest)
+            .await?;
+        let value = serde_json::to_vec(&StoredBindings {
+            bindings: bindings.to_vec(),
+        })
+        .map_err(|e| StoreError::Protocol(e.to_string()))?;
+        // The record outlives its last binding a little, so a sweeper that runs
+        // late still finds what it must remove.
+        let ttl = latest.saturating_sub(now_ms) + 60_000;
+        let done = self
+            .backend
+            .cas_record(&key, rev, Some(Bytes::from(value)), Some(ttl), None)
+            .await?;
+        Ok(done.is_some())
+    }
+
+    /// The live bindings of `aor`.
+    pub async fn lookup(&self, aor: &str, now_ms: u64) -> Result<Vec<Binding>, StoreError> {
+        let (_, bindings) = self.load(aor).await?;
+        Ok(bindings
+            .into_iter()
+            .filter(|b| b.expires_at_ms > now_ms)
+            .collect())
+    }
+
+    /// The live bindings of several AORs, in the order asked, read in one
+    /// round trip.
+    pub async fn lookup_many(
+        &self,
+        aors: &[String],
+        now_ms: u64,
+    ) -> Result<Vec<Vec<Binding>>, StoreError> {
+        let keys: Vec<Key> = aors.iter().map(|aor| Self::key(aor)).collect();
+        let records = self.backend.get_records(&keys).await?;
+        aors.iter()
+            .zip(records)
+            .map(|(aor, record)| {
+                let Some(record) = record else {
+                    return Ok(Vec::new());
+                };
+                let stored: StoredBindings =
+                    serde_json::from_slice(&record.value).map_err(|e| StoreError::Corrupt {
+                        key: format!("bindings of {aor}"),
+                        reason: e.to_string(),
+                    })?;
+                Ok(stored
+                    .bindings
+                    .into_iter()
+                    .filter(|b| b.expires_at_ms > now_ms)
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Administrative removal: the binding whose contact URI or
+    /// `+sip.instance` is `contact`, or every binding of `aor` when `None`.
+    /// Returns the live bindings removed (none when nothing matched).
+    pub async fn unregister(
+        &self,
+        aor: &str,
+        contact: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<Binding>, RegisterError> {
+        if aor.is_empty() {
+            return Err(RegisterError::MissingAor);
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let (rev, current) = self.load(aor).await?;
+            let (removed, kept): (Vec<Binding>, Vec<Binding>) = current
+                .into_iter()
+                .filter(|b| b.expires_at_ms > now_ms)
+                .partition(|b| match contact {
+                    None => true,
+                    Some(c) => b.uri == c || (!b.instance_id.is_empty() && b.instance_id == c),
+                });
+            if removed.is_empty() {
+                return Ok(removed);
+            }
+            if self.save(aor, rev, &kept, now_ms).await? {
+                return Ok(removed);
+            }
+        }
+        Err(RegisterError::Contended(aor.to_string()))
+    }
+
+    /// Removes the expired bindings of one AOR the sweeper found due.
+    /// Returns whether a binding was removed by this call.
+    pub async fn expire(&self, aor: &str, now_ms: u64) -> Result<bool, RegisterError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (rev, current) = self.load(aor).await?;
+            let before = current.len();
+            let live: Vec<Binding> = current
+                .into_iter()
+                .filter(|b| b.expires_at_ms > now_ms)
+                .collect();
+            if live.len() == before {
+                // Nothing due (an early schedule entry): re-arm or drop it.
+                match live.iter().map(|b| b.expires_at_ms).min() {
+                    Some(due) => self.backend.schedule(Schedule::Bindings, aor, due).await?,
+                    None => self.backend.unschedule(Schedule::Bindings, aor).await?,
+                }
+                return Ok(false);
+            }
+            if self.save(aor, rev, &live, now_ms).await? {
+                return Ok(true);
+            }
+        }
+        Err(RegisterError::Contended(aor.to_string()))
+    }
+}

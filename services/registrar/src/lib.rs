@@ -1,0 +1,53 @@
+//! The registrar service: RFC 3261 §10.3 bindings of addresses-of-record to
+//! contacts, kept in the state backend and served over gRPC.
+//!
+//! * [`bindings`] — the registrar's rules as plain Rust over a [`store::Backend`].
+//! * [`grpc`] — the `registrar.v1` adapter.
+//! * [`sweeper`] — removes expired bindings on time.
+
+pub mod bindings;
+pub mod grpc;
+pub mod sweeper;
+
+pub use bindings::{
+    Binding, ContactUpdate, RegisterCommand, RegisterError, Registrar, RegistrarConfig,
+};
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serves `registrar.v1` (with gRPC health and reflection) on `listener` and
+/// sweeps expired bindings every `sweep_interval`, until `shutdown` resolves.
+/// `auth` decides who may call which RPC (health and reflection stay open).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    backend: std::sync::Arc<dyn store::Backend>,
+    config: RegistrarConfig,
+    sweep_interval: std::time::Duration,
+    auth: grpc_auth::ApiAuth,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let registrar = Registrar::new(backend.clone(), config);
+    let sweeper = tokio::spawn(sweeper::run(registrar.clone(), backend, sweep_interval));
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<rpc::registrar::v1::registrar_server::RegistrarServer<grpc::RegistrarService>>()
+        .await;
+    let result = tonic::transport::Server::builder()
+        .layer(auth.layer())
+        .add_service(health)
+        .add_service(runtime::reflection_service()?)
+        .add_service(grpc::RegistrarService::new(registrar).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    sweeper.abort();
+    result.map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"))
+}

@@ -1,0 +1,66 @@
+//! `registrar`: the registrar service as its own process (cluster mode).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use registrar::RegistrarConfig;
+
+/// Registrar service of the presence cluster.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// gRPC listen address.
+    #[arg(long, env = "REGISTRAR_LISTEN", default_value = "127.0.0.1:50052")]
+    listen: SocketAddr,
+    /// Redis URL (`redis://host:port`); without it state is kept in memory
+    /// and is not shared with any other process.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Shortest registration interval accepted (seconds).
+    #[arg(long, env = "REGISTRAR_MIN_EXPIRES", default_value_t = 60)]
+    min_expires: u32,
+    /// Longest registration interval granted (seconds).
+    #[arg(long, env = "REGISTRAR_MAX_EXPIRES", default_value_t = 7200)]
+    max_expires: u32,
+    /// Interval granted when the request names none (seconds).
+    #[arg(long, env = "REGISTRAR_DEFAULT_EXPIRES", default_value_t = 3600)]
+    default_expires: u32,
+    /// How often expired bindings are swept (milliseconds).
+    #[arg(long, env = "REGISTRAR_SWEEP_MS", default_value_t = 1000)]
+    sweep_ms: u64,
+    /// Who may call the gRPC API (bearer tokens with presence:* scopes).
+    #[command(flatten)]
+    auth: grpc_auth::ApiAuthArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    runtime::init_tracing();
+    let args = Args::parse();
+    let backend = runtime::backend(args.redis_url.as_deref()).await?;
+    let config = RegistrarConfig {
+        min_expires: args.min_expires,
+        max_expires: args.max_expires,
+        default_expires: args.default_expires,
+    };
+    let auth = args
+        .auth
+        .api_auth("registrar", registrar::grpc::access_policy())
+        .await
+        .context("setting up gRPC authentication")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "registrar serving gRPC");
+    registrar::serve(
+        listener,
+        backend,
+        config,
+        Duration::from_millis(args.sweep_ms),
+        auth,
+        runtime::shutdown_signal(),
+    )
+    .await
+}

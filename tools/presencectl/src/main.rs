@@ -1,0 +1,619 @@
+//! `presencectl`: the presence cluster's gRPC API from the command line.
+//!
+//! Readable tables by default, `--json` for scripts (one JSON document per
+//! command; `watch` prints one JSON object per line). The bearer token comes
+//! from `--token` or `PRESENCE_TOKEN`. Errors go to standard error with the
+//! gRPC status code, and the exit status is non-zero.
+
+mod table;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use grpc_auth::{ServiceCredentials, TokenSource};
+use rpc::presence::v1 as presence;
+use rpc::registrar::v1 as registrar;
+use serde_json::{json, Value};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use table::Table;
+
+/// Command-line client of the presence cluster's gRPC API.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Presence service gRPC URL.
+    #[arg(
+        long,
+        env = "PRESENCE_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    presence_url: String,
+    /// Registrar service gRPC URL.
+    #[arg(
+        long,
+        env = "REGISTRAR_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    registrar_url: String,
+    /// Bearer token (scopes presence:read, presence:write or presence:admin).
+    #[arg(long, env = "PRESENCE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Deadline of each call, in seconds (not of `watch`).
+    #[arg(long, default_value_t = 10, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The composed presence of one or more addresses-of-record.
+    Get {
+        #[arg(required = true)]
+        presentities: Vec<String>,
+    },
+    /// Follow presence live: the current state, then a line per change.
+    /// Reconnects by itself without missing a change.
+    Watch {
+        #[arg(required = true)]
+        presentities: Vec<String>,
+    },
+    /// Publish presence for an application (one publication per source).
+    Set {
+        presentity: String,
+        /// available, away, busy, do-not-disturb, on-the-phone, in-meeting,
+        /// offline, or any other word (custom status).
+        #[arg(required_unless_present = "pidf_file")]
+        status: Option<String>,
+        /// Free text shown with the status.
+        #[arg(long)]
+        note: Option<String>,
+        /// Name of the publishing application.
+        #[arg(long, default_value = "presencectl")]
+        source: String,
+        /// Seconds until the publication lapses (server default if absent).
+        #[arg(long)]
+        expires: Option<u32>,
+        /// Publish this PIDF document instead of a status.
+        #[arg(long, conflicts_with = "status")]
+        pidf_file: Option<PathBuf>,
+    },
+    /// Remove an application's publication.
+    Clear {
+        presentity: String,
+        #[arg(long, default_value = "presencectl")]
+        source: String,
+    },
+    /// The registered contacts of one or more addresses-of-record.
+    Bindings {
+        #[arg(required = true)]
+        aors: Vec<String>,
+    },
+    /// Remove one registration (by contact URI or +sip.instance) or all of
+    /// an address-of-record.
+    Unregister {
+        aor: String,
+        /// Contact URI or +sip.instance; every binding when absent.
+        #[arg(long)]
+        contact: Option<String>,
+    },
+}
+
+type Authed = InterceptedService<Channel, ServiceCredentials>;
+
+struct Clients {
+    presence_url: String,
+    registrar_url: String,
+    credentials: ServiceCredentials,
+    timeout: Duration,
+}
+
+impl Clients {
+    fn channel(url: &str) -> anyhow::Result<Channel> {
+        Ok(Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("invalid URL {url}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            // A watch may sit idle for hours: pings keep the connection
+            // open through middleboxes and detect a dead server.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .connect_lazy())
+    }
+
+    fn presence(&self) -> anyhow::Result<presence::presence_client::PresenceClient<Authed>> {
+        Ok(presence::presence_client::PresenceClient::with_interceptor(
+            Self::channel(&self.presence_url)?,
+            self.credentials.clone(),
+        ))
+    }
+
+    fn registrar(&self) -> anyhow::Result<registrar::registrar_client::RegistrarClient<Authed>> {
+        Ok(
+            registrar::registrar_client::RegistrarClient::with_interceptor(
+                Self::channel(&self.registrar_url)?,
+                self.credentials.clone(),
+            ),
+        )
+    }
+
+    /// A request with this command's deadline.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+/// A failed call as a one-line error naming the gRPC code.
+fn call_error(what: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what} failed: {:?}: {}", status.code(), status.message())
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Args::parse())) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let credentials = match args.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => ServiceCredentials::start(TokenSource::Static(token.to_string()))
+            .await
+            .context("the token cannot be sent")?,
+        None => ServiceCredentials::none(),
+    };
+    let clients = Clients {
+        presence_url: args.presence_url.clone(),
+        registrar_url: args.registrar_url.clone(),
+        credentials,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    let json = args.json;
+    match args.command {
+        Command::Get { presentities } => get(&clients, presentities, json).await,
+        Command::Watch { presentities } => watch(&clients, presentities, json).await,
+        Command::Set {
+            presentity,
+            status,
+            note,
+            source,
+            expires,
+            pidf_file,
+        } => {
+            let pidf = match pidf_file {
+                Some(path) => {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
+                None => Vec::new(),
+            };
+            let request = presence::SetPresenceRequest {
+                presentity,
+                source,
+                status: status.unwrap_or_default(),
+                note: note.unwrap_or_default(),
+                expires,
+                pidf,
+            };
+            set(&clients, request, json).await
+        }
+        Command::Clear { presentity, source } => clear(&clients, presentity, source, json).await,
+        Command::Bindings { aors } => bindings(&clients, aors, json).await,
+        Command::Unregister { aor, contact } => unregister(&clients, aor, contact, json).await,
+    }
+}
+
+fn basic_name(basic: i32) -> &'static str {
+    match presence::Basic::try_from(basic) {
+        Ok(presence::Basic::Open) => "open",
+        Ok(presence::Basic::Closed) => "closed",
+        _ => "-",
+    }
+}
+
+fn state_json(state: &presence::PresenceState) -> Value {
+    json!({
+        "presentity": state.presentity,
+        "version": state.version,
+        "basic": basic_name(state.basic),
+        "status": state.status,
+        "note": state.note,
+        "pidf": String::from_utf8_lossy(&state.pidf),
+    })
+}
+
+fn print_json(value: &Value) {
+    println!("{value:#}");
+}
+
+async fn get(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow::Result<()> {
+    let mut client = clients.presence()?;
+    let states = if let [presentity] = presentities.as_slice() {
+        let request = presence::GetPresenceRequest {
+            presentity: presentity.clone(),
+        };
+        vec![client
+            .get_presence(clients.request(request))
+            .await
+            .map_err(|s| call_error("GetPresence", s))?
+            .into_inner()]
+    } else {
+        let request = presence::BatchGetPresenceRequest { presentities };
+        client
+            .batch_get_presence(clients.request(request))
+            .await
+            .map_err(|s| call_error("BatchGetPresence", s))?
+            .into_inner()
+            .states
+    };
+    if json {
+        match states.as_slice() {
+            [one] => print_json(&state_json(one)),
+            many => print_json(&Value::Array(many.iter().map(state_json).collect())),
+        }
+        return Ok(());
+    }
+    let mut table = Table::new(&["PRESENTITY", "STATUS", "BASIC", "VERSION", "NOTE"]);
+    for state in &states {
+        table.row(vec![
+            state.presentity.clone(),
+            state.status.clone(),
+            basic_name(state.basic).into(),
+            state.version.to_string(),
+            state.note.clone(),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(())
+}
+
+/// `HH:MM:SS.mmm` (UTC) of now.
+fn clock() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Codes after which a watch reconnects rather than giving up.
+fn retriable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+    )
+}
+
+async fn watch(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow::Result<()> {
+    let mut client = clients.presence()?;
+    let width = presentities
+        .iter()
+        .map(|p| p.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("PRESENTITY".len());
+    let widths = [12, width, 16, 7, 14];
+    if !json {
+        println!(
+            "{}",
+            table::line(
+                &["TIME", "PRESENTITY", "STATUS", "BASIC", "VERSION", "NOTE"].map(String::from),
+                &widths
+            )
+        );
+    }
+    let mut known: HashMap<String, u64> = HashMap::new();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let request = presence::WatchPresenceRequest {
+            presentities: presentities.clone(),
+            known_versions: known.clone(),
+        };
+        let failure = match client.watch_presence(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => match event.event {
+                            Some(presence::watch_presence_event::Event::State(state)) => {
+                                known.insert(state.presentity.clone(), state.version);
+                                if json {
+                                    println!("{}", state_json(&state));
+                                } else {
+                                    let cells = [
+                                        clock(),
+                                        state.presentity.clone(),
+                                        state.status.clone(),
+                                        basic_name(state.basic).to_string(),
+                                        state.version.to_string(),
+                                        state.note.clone(),
+                                    ];
+                                    println!("{}", table::line(&cells, &widths));
+                                }
+                            }
+                            Some(presence::watch_presence_event::Event::Synced(_)) => {
+                                backoff = Duration::from_millis(500);
+                                if json {
+                                    println!("{}", json!({ "synced": true }));
+                                } else {
+                                    eprintln!(
+                                        "-- up to date; watching {} presentities for changes",
+                                        presentities.len()
+                                    );
+                                }
+                            }
+                            None => {}
+                        },
+                        Ok(None) => {
+                            break tonic::Status::unavailable("the server ended the stream")
+                        }
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        if !retriable(failure.code()) {
+            return Err(call_error("WatchPresence", failure));
+        }
+        eprintln!(
+            "-- {:?}: {}; reconnecting in {:?}",
+            failure.code(),
+            failure.message(),
+            backoff
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn set(
+    clients: &Clients,
+    request: presence::SetPresenceRequest,
+    json: bool,
+) -> anyhow::Result<()> {
+    let presentity = request.presentity.clone();
+    let source = request.source.clone();
+    let response = clients
+        .presence()?
+        .set_presence(clients.request(request))
+        .await
+        .map_err(|s| call_error("SetPresence", s))?
+        .into_inner();
+    if json {
+        print_json(&json!({
+            "presentity": presentity,
+            "source": source,
+            "version": response.version,
+            "expires": response.expires,
+        }));
+    } else {
+        let mut table = Table::new(&["PRESENTITY", "SOURCE", "VERSION", "EXPIRES"]);
+        table.row(vec![
+            presentity,
+            source,
+            response.version.to_string(),
+            format!("{}s", response.expires),
+        ]);
+        print!("{}", table.render());
+    }
+    Ok(())
+}
+
+async fn clear(
+    clients: &Clients,
+    presentity: String,
+    source: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let request = presence::ClearPresenceRequest {
+        presentity: presentity.clone(),
+        source: source.clone(),
+    };
+    let response = clients
+        .presence()?
+        .clear_presence(clients.request(request))
+        .await
+        .map_err(|s| call_error("ClearPresence", s))?
+        .into_inner();
+    if json {
+        print_json(&json!({
+            "presentity": presentity,
+            "source": source,
+            "removed": response.removed,
+            "version": response.version,
+        }));
+    } else if response.removed {
+        println!(
+            "cleared {source} for {presentity} (version {})",
+            response.version
+        );
+    } else {
+        println!("{presentity} had no publication from {source}");
+    }
+    Ok(())
+}
+
+fn binding_json(binding: &registrar::Binding) -> Value {
+    json!({
+        "uri": binding.uri,
+        "expires": binding.expires,
+        "expires_at_ms": binding.expires_at_ms,
+        "q": binding.q_milli.map(|q| f64::from(q) / 1000.0),
+        "instance_id": binding.instance_id,
+        "reg_id": binding.reg_id,
+        "call_id": binding.call_id,
+        "cseq": binding.cseq,
+        "transport": binding.transport,
+        "source": binding.source,
+        "user_agent": binding.user_agent,
+    })
+}
+
+fn bindings_table(rows: &[(String, Vec<registrar::Binding>)]) -> String {
+    let mut table = Table::new(&[
+        "AOR",
+        "CONTACT",
+        "EXPIRES",
+        "Q",
+        "TRANSPORT",
+        "SOURCE",
+        "USER-AGENT",
+    ]);
+    for (aor, bindings) in rows {
+        for b in bindings {
+            table.row(vec![
+                aor.clone(),
+                b.uri.clone(),
+                format!("{}s", b.expires),
+                b.q_milli
+                    .map(|q| format!("{:.3}", f64::from(q) / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                b.transport.clone(),
+                b.source.clone(),
+                b.user_agent.clone(),
+            ]);
+        }
+    }
+    table.render()
+}
+
+async fn bindings(clients: &Clients, aors: Vec<String>, json: bool) -> anyhow::Result<()> {
+    let response = clients
+        .registrar()?
+        .list_bindings(clients.request(registrar::ListBindingsRequest { aors }))
+        .await
+        .map_err(|s| call_error("ListBindings", s))?
+        .into_inner();
+    let rows: Vec<(String, Vec<registrar::Binding>)> = response
+        .aors
+        .into_iter()
+        .map(|a| (a.aor, a.bindings))
+        .collect();
+    if json {
+        print_json(&Value::Array(
+            rows.iter()
+                .map(|(aor, bindings)| {
+                    json!({ "aor": aor, "bindings": bindings.iter().map(binding_json).collect::<Vec<_>>() })
+                })
+                .collect(),
+        ));
+    } else {
+        if rows.iter().any(|(_, bindings)| !bindings.is_empty()) {
+            print!("{}", bindings_table(&rows));
+        }
+        for (aor, bindings) in &rows {
+            if bindings.is_empty() {
+                eprintln!("{aor}: not registered");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn unregister(
+    clients: &Clients,
+    aor: String,
+    contact: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let request = registrar::UnregisterRequest {
+        aor: aor.clone(),
+        contact: contact.clone().unwrap_or_default(),
+    };
+    let removed = clients
+        .registrar()?
+        .unregister(clients.request(request))
+        .await
+        .map_err(|s| call_error("Unregister", s))?
+        .into_inner()
+        .removed;
+    if json {
+        print_json(&json!({
+            "aor": aor,
+            "removed": removed.iter().map(binding_json).collect::<Vec<_>>(),
+        }));
+    } else if removed.is_empty() {
+        match contact {
+            Some(contact) => println!("{aor} has no binding {contact}"),
+            None => println!("{aor} has no binding"),
+        }
+    } else {
+        println!("removed {} binding(s) of {aor}:", removed.len());
+        print!("{}", bindings_table(&[(aor, removed)]));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_has_a_fixed_width() {
+        assert_eq!(clock().len(), 12);
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(retriable(Code::Unavailable));
+        assert!(!retriable(Code::Unauthenticated));
+        assert!(!retriable(Code::PermissionDenied));
+        assert!(!retriable(Code::InvalidArgument));
+    }
+
+    #[test]
+    fn set_needs_a_status_or_a_document() {
+        assert!(Args::try_parse_from(["presencectl", "set", "a@x"]).is_err());
+        assert!(Args::try_parse_from(["presencectl", "set", "a@x", "busy"]).is_ok());
+        assert!(
+            Args::try_parse_from(["presencectl", "set", "a@x", "--pidf-file", "f.xml"]).is_ok()
+        );
+        assert!(Args::try_parse_from([
+            "presencectl",
+            "set",
+            "a@x",
+            "busy",
+            "--pidf-file",
+            "f.xml"
+        ])
+        .is_err());
+    }
+}
