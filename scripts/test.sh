@@ -24,6 +24,9 @@ for tool in redis-server sipp cargo; do
 done
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A one-shot build gains nothing from incremental state, which would only
+# double the workspace crates' share of the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The workspace tests start the service binaries: build them first.

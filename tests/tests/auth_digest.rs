@@ -2,12 +2,11 @@
 //! SHA-512-256, `qop=auth`): real edges challenge over UDP, the test answers
 //! like a phone would, computing each response from the RFC itself.
 
-mod auth_support;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use auth_support::{
+use crate::auth_support::{
     bearer, digest_challenges, ha1, publish, register, register_uri, stored_subscriptions,
     subscribe, www_authenticate, DigestAnswer, DigestChallenge, Extra,
 };

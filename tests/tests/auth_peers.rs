@@ -3,13 +3,12 @@
 //! start-up refusal of configurations that cannot work — through real edge
 //! processes.
 
-mod auth_support;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auth_support::{
+use crate::auth_support::{
     asserted, bearer, digest_challenges, ha1, publish, register, stored_subscriptions, subscribe,
     www_authenticate, Extra,
 };

@@ -4,7 +4,6 @@
 //! F) ending the subscription, INVITE/CANCEL/ACK ending cleanly, and
 //! responses routed by `received`/`rport` (RFC 3581).
 
-mod transport_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use cluster_tests::ua::{pidf, Ua, WAIT};
 use sip::{Event, HeaderName, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use transport_support::{start_edge, subscriptions_stored, wait_for_subscriptions};
+use crate::transport_support::{start_edge, subscriptions_stored, wait_for_subscriptions};
 
 /// The next datagram on `socket`, as text.
 async fn next_datagram(socket: &UdpSocket, timeout: Duration) -> Option<(String, SocketAddr)> {

@@ -3,7 +3,6 @@
 //! stream transports — the slow-loris deadline, idle timeout and CRLF
 //! keep-alives, the connection cap, message size limits.
 
-mod transport_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use transport_support::{free_tcp_port, free_v6_port, start_edge, TestPki};
+use crate::transport_support::{free_tcp_port, free_v6_port, start_edge, TestPki};
 
 fn body_text(request: &sip::Request) -> String {
     String::from_utf8_lossy(request.body()).into_owned()
@@ -685,7 +684,7 @@ async fn a_reconnected_subscriber_gets_its_notifies_on_the_new_connection() {
     let changed = after.next_notify(WAIT).await.expect("NOTIFY after PUBLISH");
     assert!(body_text(&changed).contains("after reconnecting"));
     assert_eq!(
-        transport_support::subscriptions_stored(&cluster, "alice@example.com"),
+        crate::transport_support::subscriptions_stored(&cluster, "alice@example.com"),
         1
     );
 }

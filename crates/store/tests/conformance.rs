@@ -1,14 +1,13 @@
 //! One behaviour suite, run against every backend: both must give the
 //! services exactly the same semantics.
 
-mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{expect_silence, message, next_item, next_message, wait_for_payload, DynBackend};
+use crate::common::{expect_silence, message, next_item, next_message, wait_for_payload, DynBackend};
 use store::{FeedItem, Key, Kind, Record, Schedule, FEED_CAPACITY};
 
 fn presentity(entity: &str) -> Key {
@@ -685,7 +684,7 @@ macro_rules! conformance {
                 async fn $behaviour() -> anyhow::Result<()> {
                     let server = store::testing::RedisServer::start()?;
                     let backend: super::DynBackend =
-                        std::sync::Arc::new(super::common::redis_backend(&server).await?);
+                        std::sync::Arc::new(crate::common::redis_backend(&server).await?);
                     super::$behaviour(backend).await
                 }
             )*
@@ -697,7 +696,7 @@ macro_rules! conformance {
                 async fn $behaviour() -> anyhow::Result<()> {
                     let cluster = store::testing::RedisCluster::start(3)?;
                     let backend: super::DynBackend =
-                        std::sync::Arc::new(super::common::redis_cluster_backend(&cluster).await?);
+                        std::sync::Arc::new(crate::common::redis_cluster_backend(&cluster).await?);
                     super::$behaviour(backend).await
                 }
             )*

@@ -2,12 +2,11 @@
 //! one entity share a slot, entities spread over the shards, a feed follows
 //! slot migrations and master restarts.
 
-mod common;
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use common::{eventually, message, next_item, redis_cluster_backend, wait_for_payload};
+use crate::common::{eventually, message, next_item, redis_cluster_backend, wait_for_payload};
 use store::redis::{channel_name, map_key, record_key};
 use store::testing::RedisCluster;
 use store::{Backend, FeedItem, Key, Kind};

@@ -1,0 +1,27 @@
+//! The system tests: the real binaries, a real redis-server, real SIP over
+//! sockets, the project's own containers. One module per concern, linked as
+//! one binary: sixteen test binaries against tonic, rustls and
+//! testcontainers cost minutes of linking and gigabytes of disk.
+//!
+//! Run one concern with a filter, e.g.
+//! `cargo test -p cluster-tests --test system takeover:: -- --nocapture`.
+
+mod auth_support;
+mod transport_support;
+
+mod auth;
+mod auth_digest;
+mod auth_peers;
+mod auth_sipp;
+mod containers_redis;
+mod containers_replicas;
+mod grpc_api;
+mod node;
+mod presencectl;
+mod redis_cluster;
+mod replicas;
+mod sipp;
+mod spine;
+mod takeover;
+mod transactions;
+mod transports;
