@@ -3,14 +3,13 @@
 //! (JWKS, OpenID Connect discovery, RFC 7662 introspection, real RSA, EC and
 //! Ed25519 signatures), answered over real UDP.
 
-
+use crate::auth_support::{
+    bearer, publish, register, stored_subscriptions, subscribe, www_authenticate, Extra,
+};
 use auth::testing::{
     sign, AuthServer, Availability, Endpoint, TestKey, AUDIENCE, CLIENT_ID, CLIENT_SECRET,
 };
 use auth::{Algorithm, ClientAuthMethod};
-use crate::auth_support::{
-    bearer, publish, register, stored_subscriptions, subscribe, www_authenticate, Extra,
-};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use cluster_tests::cluster::Cluster;

@@ -2,7 +2,6 @@
 //! SHA-512-256, `qop=auth`): real edges challenge over UDP, the test answers
 //! like a phone would, computing each response from the RFC itself.
 
-
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 

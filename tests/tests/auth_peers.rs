@@ -3,7 +3,6 @@
 //! start-up refusal of configurations that cannot work — through real edge
 //! processes.
 
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,17 +4,16 @@
 //! F) ending the subscription, INVITE/CANCEL/ACK ending cleanly, and
 //! responses routed by `received`/`rport` (RFC 3581).
 
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::transport_support::{start_edge, subscriptions_stored, wait_for_subscriptions};
 use bytes::Bytes;
 use cluster_tests::cluster::Cluster;
 use cluster_tests::ua::{pidf, Ua, WAIT};
 use sip::{Event, HeaderName, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use crate::transport_support::{start_edge, subscriptions_stored, wait_for_subscriptions};
 
 /// The next datagram on `socket`, as text.
 async fn next_datagram(socket: &UdpSocket, timeout: Duration) -> Option<(String, SocketAddr)> {

@@ -3,10 +3,10 @@
 //! stream transports — the slow-loris deadline, idle timeout and CRLF
 //! keep-alives, the connection cap, message size limits.
 
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::transport_support::{free_tcp_port, free_v6_port, start_edge, TestPki};
 use cluster_tests::cluster::Cluster;
 use cluster_tests::ua::{pidf, tls_connect, Ua, WAIT};
 use futures::{SinkExt, StreamExt};
@@ -16,7 +16,6 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use crate::transport_support::{free_tcp_port, free_v6_port, start_edge, TestPki};
 
 fn body_text(request: &sip::Request) -> String {
     String::from_utf8_lossy(request.body()).into_owned()

@@ -1,13 +1,14 @@
 //! One behaviour suite, run against every backend: both must give the
 //! services exactly the same semantics.
 
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{
+    expect_silence, message, next_item, next_message, wait_for_payload, DynBackend,
+};
 use bytes::Bytes;
-use crate::common::{expect_silence, message, next_item, next_message, wait_for_payload, DynBackend};
 use store::{FeedItem, Key, Kind, Record, Schedule, FEED_CAPACITY};
 
 fn presentity(entity: &str) -> Key {

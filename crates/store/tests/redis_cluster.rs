@@ -2,11 +2,10 @@
 //! one entity share a slot, entities spread over the shards, a feed follows
 //! slot migrations and master restarts.
 
-
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use crate::common::{eventually, message, next_item, redis_cluster_backend, wait_for_payload};
+use bytes::Bytes;
 use store::redis::{channel_name, map_key, record_key};
 use store::testing::RedisCluster;
 use store::{Backend, FeedItem, Key, Kind};

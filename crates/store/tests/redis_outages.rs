@@ -1,11 +1,10 @@
 //! Redis-only behaviour: what callers see while Redis is down, hung or
 //! restarted, and that the documented key layout is what lands in Redis.
 
-
 use std::time::Duration;
 
-use bytes::Bytes;
 use crate::common::{eventually, message, next_item, redis_backend, wait_for_payload};
+use bytes::Bytes;
 use store::redis::RedisBackend;
 use store::testing::RedisServer;
 use store::{Backend, FeedItem, Key, Kind, Schedule, StoreError};
