@@ -9,6 +9,13 @@
 //! a version older than one already sent is never sent (ARCHITECTURE.md,
 //! invariant "versions only go forward").
 //!
+//! A dialog is in one of four modes, set by the presence service's
+//! authorisation (and changed by `Authorized` announcements): `Presence`
+//! (the presentity's state), `Masked` (polite blocking: only ever the
+//! neutral document), `Pending` (`Subscription-State: pending`, no body) or
+//! `Winfo` (a `presence.winfo` dialog: watcherinfo documents, full first and
+//! after every refresh, partial for each change in between).
+//!
 //! Channel watches: an edge hears a presentity's channel while it holds at
 //! least one dialog watching it. The watch starts *before* the subscription
 //! reads the state, and the latest state heard on the channel is kept per
@@ -19,11 +26,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use presence::subscriptions::DialogRecord;
+use pidf::watcherinfo::{
+    DocState, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus,
+};
+use presence::subscriptions::{DialogRecord, WatcherEntry};
 use store::FeedControl;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::methods::notify::{
+    forget_subscription, send, Delivery, NotifyBody, NotifyState,
+};
+use crate::methods::ACCEPT;
 use crate::transport::Protocol;
 use crate::Edge;
 
@@ -34,9 +48,37 @@ const EXPIRY_GRACE: Duration = Duration::from_secs(10);
 /// anything the previous owner can have used since its last stored value.
 pub const TAKEOVER_CSEQ_GAP: u32 = 10_000;
 
+/// What a dialog's NOTIFYs carry (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Presence,
+    Masked,
+    Pending,
+    Winfo,
+}
+
+/// The watcher list a `presence.winfo` dialog reports.
+#[derive(Clone, Debug, Default)]
+pub struct WatcherSnapshot {
+    /// When the list was made (orders lists from different replicas).
+    pub at_ms: u64,
+    pub watchers: Vec<WatcherEntry>,
+}
+
+/// How many ended watchers a winfo dialog remembers, to report why a
+/// watcher left when several changes were coalesced into one NOTIFY.
+const ENDED_MEMORY: usize = 64;
+
+/// The media type of watcher information documents (RFC 3858).
+pub const WATCHERINFO: &str = "application/watcherinfo+xml";
+
 /// The latest a dialog's sender should act on.
 #[derive(Clone, Debug)]
 struct Signal {
+    mode: Mode,
+    /// Winfo dialogs: the latest watcher list, and recently ended watchers.
+    watchers: Arc<WatcherSnapshot>,
+    ended: Arc<Vec<WatcherEntry>>,
     version: u64,
     pidf: Arc<str>,
     expires_at: Instant,
@@ -82,6 +124,9 @@ pub struct NewDialog {
     /// Where NOTIFYs go.
     pub protocol: Protocol,
     pub remote: SocketAddr,
+    pub mode: Mode,
+    /// Winfo dialogs: the watchers at subscription time.
+    pub watchers: Vec<WatcherEntry>,
 }
 
 /// The dialogs of this edge.
@@ -152,15 +197,21 @@ impl Dialogs {
         };
         // Something newer may have been heard while the subscription was
         // being set up.
-        let (version, pidf) = match index
+        let latest = index
             .watched
             .get(&dialog.presentity)
-            .and_then(|w| w.latest.clone())
-        {
-            Some((v, p)) if v > dialog.version => (v, p),
+            .and_then(|w| w.latest.clone());
+        let (version, pidf) = match latest {
+            Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
             _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
         };
         let (tx, rx) = watch::channel(Signal {
+            mode: dialog.mode,
+            watchers: Arc::new(WatcherSnapshot {
+                at_ms: 0,
+                watchers: dialog.watchers,
+            }),
+            ended: Arc::new(Vec::new()),
             version,
             pidf,
             expires_at,
@@ -184,6 +235,7 @@ impl Dialogs {
             cseq: dialog.first_cseq,
             last_version: 0,
             refreshes_seen: 0,
+            winfo: WinfoState::default(),
         };
         tokio::spawn(run_sender(edge.clone(), sender, rx));
     }
@@ -206,12 +258,80 @@ impl Dialogs {
         entry.signal.send_modify(|s| {
             s.expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
             s.refreshes += 1;
-            if version > s.version {
+            if version > s.version && s.mode == Mode::Presence {
                 s.version = version;
                 s.pidf = Arc::from(pidf);
             }
         });
         true
+    }
+
+    /// A rule change authorised the dialog (or changed its masking): from
+    /// now on it carries `pidf` (the neutral document when `masked`), and a
+    /// NOTIFY goes out at once. False when the dialog is not held here.
+    pub fn authorize(&self, dialog_id: &str, masked: bool, version: u64, pidf: &str) -> bool {
+        let Ok(index) = self.index.lock() else {
+            return false;
+        };
+        let Some(entry) = index.dialogs.get(dialog_id) else {
+            return false;
+        };
+        let latest = index
+            .watched
+            .get(&entry.presentity)
+            .and_then(|w| w.latest.clone());
+        entry.signal.send_modify(|s| {
+            if s.mode == Mode::Winfo {
+                return;
+            }
+            s.mode = if masked { Mode::Masked } else { Mode::Presence };
+            match latest {
+                Some((v, p)) if !masked && v > version => {
+                    s.version = v;
+                    s.pidf = p;
+                }
+                _ => {
+                    s.version = version;
+                    s.pidf = Arc::from(pidf);
+                }
+            }
+            s.refreshes += 1;
+        });
+        true
+    }
+
+    /// A new watcher list of `presentity` was heard: offered to its
+    /// `presence.winfo` dialogs (older lists are ignored).
+    pub fn offer_watchers(
+        &self,
+        presentity: &str,
+        at_ms: u64,
+        watchers: Vec<WatcherEntry>,
+        ended: Vec<WatcherEntry>,
+    ) {
+        let Ok(index) = self.index.lock() else {
+            return;
+        };
+        let snapshot = Arc::new(WatcherSnapshot { at_ms, watchers });
+        for entry in index
+            .dialogs
+            .values()
+            .filter(|e| e.presentity == presentity)
+        {
+            entry.signal.send_if_modified(|s| {
+                if s.mode != Mode::Winfo || at_ms <= s.watchers.at_ms {
+                    return false;
+                }
+                s.watchers = snapshot.clone();
+                if !ended.is_empty() {
+                    let mut remembered: Vec<WatcherEntry> = ended.clone();
+                    remembered.extend(s.ended.iter().cloned());
+                    remembered.truncate(ENDED_MEMORY);
+                    s.ended = Arc::new(remembered);
+                }
+                true
+            });
+        }
     }
 
     /// Sends the dialog's NOTIFYs to where its latest refresh came from
@@ -269,7 +389,7 @@ impl Dialogs {
             .filter(|e| e.presentity == presentity)
         {
             entry.signal.send_if_modified(|s| {
-                if version > s.version {
+                if version > s.version && s.mode == Mode::Presence {
                     s.version = version;
                     s.pidf = pidf.clone();
                     true
@@ -319,6 +439,112 @@ struct Sender {
     cseq: u32,
     last_version: u64,
     refreshes_seen: u64,
+    winfo: WinfoState,
+}
+
+/// What a winfo dialog has reported so far.
+#[derive(Default)]
+struct WinfoState {
+    /// The `version` of the last document sent (RFC 3858 §4.4: one more per
+    /// document of the subscription).
+    version: u64,
+    /// The list as of the last document, by subscription id.
+    reported: HashMap<String, WatcherEntry>,
+    /// `at_ms` of the list last reported.
+    at_ms: u64,
+}
+
+fn watcher_element(entry: &WatcherEntry) -> Watcher {
+    let uri = if entry.watcher.contains(':') {
+        entry.watcher.clone()
+    } else {
+        format!("sip:{}", entry.watcher)
+    };
+    Watcher {
+        id: entry.id.clone(),
+        uri,
+        display_name: None,
+        status: WatcherStatus::from_name(&entry.status).unwrap_or(WatcherStatus::Terminated),
+        event: WatcherEvent::from_name(&entry.event).unwrap_or(WatcherEvent::Deactivated),
+        duration_subscribed: None,
+        expiration: None,
+    }
+}
+
+impl WinfoState {
+    /// The next watcherinfo document, or `None` when a partial document
+    /// would report nothing.
+    fn next_document(
+        &mut self,
+        presentity: &str,
+        snapshot: &WatcherSnapshot,
+        ended: &[WatcherEntry],
+        full: bool,
+    ) -> Option<String> {
+        let current: HashMap<String, WatcherEntry> = snapshot
+            .watchers
+            .iter()
+            .map(|w| (w.id.clone(), w.clone()))
+            .collect();
+        let watchers: Vec<Watcher> = if full {
+            snapshot.watchers.iter().map(watcher_element).collect()
+        } else {
+            let mut changed: Vec<Watcher> = snapshot
+                .watchers
+                .iter()
+                .filter(|w| {
+                    self.reported
+                        .get(&w.id)
+                        .is_none_or(|old| old.status != w.status || old.event != w.event)
+                })
+                .map(watcher_element)
+                .collect();
+            let mut gone: Vec<&WatcherEntry> = self
+                .reported
+                .values()
+                .filter(|w| !current.contains_key(&w.id))
+                .collect();
+            gone.sort_by(|a, b| a.id.cmp(&b.id));
+            for old in gone {
+                let why = ended.iter().find(|e| e.id == old.id);
+                changed.push(watcher_element(&WatcherEntry {
+                    status: "terminated".into(),
+                    event: why.map_or_else(|| "deactivated".into(), |e| e.event.clone()),
+                    ..old.clone()
+                }));
+            }
+            changed
+        };
+        self.reported = current;
+        self.at_ms = snapshot.at_ms;
+        if !full && watchers.is_empty() {
+            return None;
+        }
+        self.version += 1;
+        let document = WatcherInfo {
+            version: self.version,
+            state: if full {
+                DocState::Full
+            } else {
+                DocState::Partial
+            },
+            lists: vec![WatcherList {
+                resource: format!("sip:{presentity}"),
+                package: "presence".into(),
+                watchers,
+            }],
+        };
+        Some(document.to_xml())
+    }
+}
+
+/// The body of a final NOTIFY: the state for an active presence dialog,
+/// nothing where no state may be shown (pending, rejected) or for winfo.
+fn final_body<'a>(mode: Mode, reason: &str, pidf: &'a str) -> NotifyBody<'a> {
+    match mode {
+        Mode::Presence | Mode::Masked if reason != "rejected" => Some((ACCEPT, pidf)),
+        _ => None,
+    }
 }
 
 async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Signal>) {
@@ -332,49 +558,63 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         }
         if let Some(reason) = &signal.end {
             d.cseq += 1;
-            let _ = crate::methods::notify::send(
+            let body = final_body(signal.mode, reason, &signal.pidf);
+            let _ = send(
                 &edge,
                 &d.record,
                 d.protocol,
                 d.remote,
                 d.cseq,
-                None,
-                reason,
-                &signal.pidf,
+                NotifyState::Terminated(reason),
+                body,
             )
             .await;
             break;
         }
-        let due = signal.version > d.last_version || signal.refreshes != d.refreshes_seen;
+        let refreshed = signal.refreshes != d.refreshes_seen;
+        let due = match signal.mode {
+            Mode::Winfo => refreshed || signal.watchers.at_ms > d.winfo.at_ms,
+            _ => refreshed || signal.version > d.last_version,
+        };
         if due {
             d.refreshes_seen = signal.refreshes;
             let remaining = signal
                 .expires_at
                 .saturating_duration_since(Instant::now())
                 .as_secs() as u32;
+            let document;
+            let (state, body) = match signal.mode {
+                Mode::Pending => (NotifyState::Pending(remaining), None),
+                Mode::Presence | Mode::Masked => (
+                    NotifyState::Active(remaining),
+                    Some((ACCEPT, &*signal.pidf)),
+                ),
+                Mode::Winfo => {
+                    document = d.winfo.next_document(
+                        &d.presentity,
+                        &signal.watchers,
+                        &signal.ended,
+                        refreshed,
+                    );
+                    match &document {
+                        Some(xml) => (NotifyState::Active(remaining), Some((WATCHERINFO, xml.as_str()))),
+                        // A change that changed nothing a watcher sees.
+                        None => continue,
+                    }
+                }
+            };
             d.cseq += 1;
-            let outcome = crate::methods::notify::send(
-                &edge,
-                &d.record,
-                d.protocol,
-                d.remote,
-                d.cseq,
-                Some(remaining),
-                "",
-                &signal.pidf,
-            )
-            .await;
+            let outcome = send(&edge, &d.record, d.protocol, d.remote, d.cseq, state, body).await;
             match outcome {
-                crate::methods::notify::Delivery::Delivered => d.last_version = signal.version,
-                crate::methods::notify::Delivery::Refused(status) => {
+                Delivery::Delivered => d.last_version = signal.version,
+                Delivery::Refused(status) => {
                     tracing::info!(dialog = %d.record.id, status, "NOTIFY refused; state kept for the next change");
                     d.last_version = signal.version;
                 }
-                crate::methods::notify::Delivery::Gone(why) => {
+                Delivery::Gone(why) => {
                     // RFC 6665 §4.2.2: a 481 or a timeout ends the subscription.
                     tracing::info!(dialog = %d.record.id, presentity = %d.presentity, %why, "watcher gone; ending subscription");
-                    crate::methods::notify::forget_subscription(&edge, &d.presentity, &d.record.id)
-                        .await;
+                    forget_subscription(&edge, &d.presentity, &d.record.id).await;
                     break;
                 }
             }
@@ -395,8 +635,9 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 // here so no dialog outlives its subscription.
                 tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
                 d.cseq += 1;
-                let _ = crate::methods::notify::send(&edge, &d.record, d.protocol, d.remote, d.cseq, None, "timeout", &signal.pidf).await;
-                crate::methods::notify::forget_subscription(&edge, &d.presentity, &d.record.id).await;
+                let body = final_body(signal.mode, "timeout", &signal.pidf);
+                let _ = send(&edge, &d.record, d.protocol, d.remote, d.cseq, NotifyState::Terminated("timeout"), body).await;
+                forget_subscription(&edge, &d.presentity, &d.record.id).await;
                 break;
             }
         }

@@ -23,6 +23,22 @@ pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
                 Some(Announcement::Terminated { dialog_id, reason }) => {
                     edge.dialogs.terminate(&dialog_id, &reason);
                 }
+                Some(Announcement::Authorized {
+                    dialog_id,
+                    masked,
+                    version,
+                    pidf,
+                }) => {
+                    edge.dialogs.authorize(&dialog_id, masked, version, &pidf);
+                }
+                Some(Announcement::Watchers {
+                    at_ms,
+                    watchers,
+                    ended,
+                }) => {
+                    edge.dialogs
+                        .offer_watchers(&message.entity, at_ms, watchers, ended);
+                }
                 None => {
                     tracing::warn!(presentity = %message.entity, "unrecognised announcement ignored");
                 }

@@ -93,9 +93,16 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
     }
     let state = claimed.state.unwrap_or_default();
     let left_ms = claimed.expires_at_ms.saturating_sub(presence::now_ms());
+    let mode = crate::methods::subscribe::mode_of(&record, claimed.status, claimed.masked);
     edge.dialogs.activate(
         edge,
         NewDialog {
+            mode,
+            watchers: claimed
+                .watchers
+                .into_iter()
+                .map(presence::grpc::watcher_from_pb)
+                .collect(),
             first_cseq: record.notify_cseq,
             record,
             presentity: claimed.presentity,

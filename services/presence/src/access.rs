@@ -6,8 +6,9 @@
 //!   `ClaimDialogs`) move dialogs between edges, so only edges
 //!   (`presence:internal`) may call them.
 //! * Queries and watches need `presence:read`.
-//! * Publishing for applications and deciding about watchers need
-//!   `presence:write`.
+//! * Publishing for applications and deciding about watchers (rules,
+//!   approving and rejecting) need `presence:write`; reading watchers and
+//!   rules needs `presence:read`.
 
 use grpc_auth::{Access, AccessPolicy};
 
@@ -28,6 +29,11 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     ("WatchPresence", Access::Read),
     ("SetPresence", Access::Write),
     ("ClearPresence", Access::Write),
+    ("ListWatchers", Access::Read),
+    ("GetRules", Access::Read),
+    ("SetRules", Access::Write),
+    ("ApproveWatcher", Access::Write),
+    ("RejectWatcher", Access::Write),
 ];
 
 /// The access policy of a presence server.

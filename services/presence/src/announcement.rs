@@ -6,6 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use store::ChannelMessage;
 
+use crate::subscriptions::WatcherEntry;
+
 /// A change of one presentity, as published for the edges.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -20,12 +22,29 @@ pub enum Announcement {
     /// One subscription ended on the server side (expiry, rejection); the
     /// edge holding the dialog sends the final NOTIFY with this reason.
     Terminated { dialog_id: String, reason: String },
+    /// A rule change authorised a pending subscription, or changed whether
+    /// it is masked (polite blocking). The holding edge sends a NOTIFY with
+    /// `pidf` at once (the neutral document when masked).
+    Authorized {
+        dialog_id: String,
+        masked: bool,
+        version: u64,
+        pidf: String,
+    },
+    /// The watcher set of the presentity changed: the whole list, and the
+    /// subscriptions that just ended (for the `presence.winfo` dialogs of the
+    /// presentity). `at_ms` orders lists from different replicas.
+    Watchers {
+        at_ms: u64,
+        watchers: Vec<WatcherEntry>,
+        ended: Vec<WatcherEntry>,
+    },
 }
 
 impl Announcement {
     /// Encodes for the channel of `presentity`.
     pub fn to_message(&self, presentity: &str) -> ChannelMessage {
-        // Serialising this enum of strings and integers cannot fail.
+        // Serialising this enum of strings, booleans and integers cannot fail.
         let payload = serde_json::to_vec(self).unwrap_or_default();
         ChannelMessage {
             entity: presentity.to_string(),

@@ -37,6 +37,8 @@ pub struct PresenceConfig {
     pub default_subscribe_expires: u32,
     /// Limits applied to PIDF bodies.
     pub pidf_limits: pidf::Limits,
+    /// Who may watch a presentity that has no rule for the watcher.
+    pub default_policy: crate::rules::DefaultPolicy,
 }
 
 impl Default for PresenceConfig {
@@ -49,6 +51,7 @@ impl Default for PresenceConfig {
             max_subscribe_expires: 7200,
             default_subscribe_expires: 3600,
             pidf_limits: pidf::Limits::default(),
+            default_policy: crate::rules::DefaultPolicy::SameDomain,
         }
     }
 }

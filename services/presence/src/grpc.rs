@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use crate::compositor::{status_name, PresenceView};
 use crate::ownership::Ownership;
 use crate::sources::{parse_status, SetSourceCommand, SourceContent};
-use crate::subscriptions::{DialogRecord, SubscriptionStatus};
+use crate::rules::{self, Action, RuleSet, RulesError};
+use crate::subscriptions::{DialogRecord, SubscriptionStatus, WatcherEntry};
 use crate::watch::{WatchHub, WatchRequest};
 use crate::{
     now_ms, Compositor, PublishCommand, PublishError, SubscribeCommand, SubscriptionError,
@@ -69,7 +70,10 @@ fn subscription_status(error: SubscriptionError) -> Status {
     match error {
         SubscriptionError::NotFound(_) => Status::not_found(error.to_string()),
         SubscriptionError::IntervalTooBrief { min_expires } => too_brief(min_expires),
-        SubscriptionError::Store(_) => Status::unavailable(error.to_string()),
+        SubscriptionError::Forbidden(_) => Status::permission_denied(error.to_string()),
+        SubscriptionError::Store(_) | SubscriptionError::Rules(_) => {
+            Status::unavailable(error.to_string())
+        }
     }
 }
 
@@ -105,6 +109,7 @@ pub fn dialog_from_pb(d: pb::Dialog) -> DialogRecord {
         notify_cseq: d.notify_cseq,
         event_id: d.event_id,
         watcher: d.watcher,
+        package: d.package,
     }
 }
 
@@ -125,7 +130,88 @@ pub fn dialog_to_pb(d: DialogRecord) -> pb::Dialog {
         notify_cseq: d.notify_cseq,
         event_id: d.event_id,
         watcher: d.watcher,
+        package: d.package,
     }
+}
+
+/// Converts a watcher entry to its protobuf form.
+pub fn watcher_to_pb(w: WatcherEntry) -> pb::Watcher {
+    pb::Watcher {
+        id: w.id,
+        watcher: w.watcher,
+        status: w.status,
+        event: w.event,
+        expires_at_ms: w.expires_at_ms,
+    }
+}
+
+/// Converts a protobuf watcher to the plain form.
+pub fn watcher_from_pb(w: pb::Watcher) -> WatcherEntry {
+    WatcherEntry {
+        id: w.id,
+        watcher: w.watcher,
+        status: w.status,
+        event: w.event,
+        expires_at_ms: w.expires_at_ms,
+    }
+}
+
+fn status_to_pb(status: SubscriptionStatus) -> i32 {
+    let status = match status {
+        SubscriptionStatus::Active => pb::SubscriptionStatus::Active,
+        SubscriptionStatus::Pending => pb::SubscriptionStatus::Pending,
+        SubscriptionStatus::Terminated => pb::SubscriptionStatus::Terminated,
+    };
+    status as i32
+}
+
+/// Converts a rule set to its protobuf form.
+pub fn rules_to_pb(rules: RuleSet) -> pb::Rules {
+    pb::Rules {
+        default_action: rules.default.map(|a| a.as_str().to_string()).unwrap_or_default(),
+        watchers: rules
+            .watchers
+            .into_iter()
+            .map(|(k, a)| (k, a.as_str().to_string()))
+            .collect(),
+        domains: rules
+            .domains
+            .into_iter()
+            .map(|(k, a)| (k, a.as_str().to_string()))
+            .collect(),
+    }
+}
+
+fn action(name: &str) -> Result<Action, Status> {
+    Action::parse(name).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "unknown action {name:?}: use allow, block, polite-block or confirm"
+        ))
+    })
+}
+
+/// Converts protobuf rules to the plain form, refusing unknown actions.
+pub fn rules_from_pb(rules: pb::Rules) -> Result<RuleSet, Status> {
+    let default = match rules.default_action.trim() {
+        "" => None,
+        name => Some(action(name)?),
+    };
+    let mut set = RuleSet {
+        default,
+        ..RuleSet::default()
+    };
+    for (watcher, name) in rules.watchers {
+        set.watchers.insert(rules::normalise(&watcher), action(&name)?);
+    }
+    for (domain, name) in rules.domains {
+        set.domains
+            .insert(domain.trim().to_ascii_lowercase(), action(&name)?);
+    }
+    Ok(set)
+}
+
+fn rules_status(error: RulesError) -> Status {
+    Status::unavailable(error.to_string())
 }
 
 /// The name stored as publisher of what an application sets: its token's
@@ -307,14 +393,87 @@ impl pb::presence_server::Presence for PresenceService {
             .map_err(subscription_status)?;
         Ok(Response::new(pb::SubscribeResponse {
             expires: outcome.expires,
-            status: match outcome.status {
-                SubscriptionStatus::Active => pb::SubscriptionStatus::Active,
-                SubscriptionStatus::Pending => pb::SubscriptionStatus::Pending,
-                SubscriptionStatus::Terminated => pb::SubscriptionStatus::Terminated,
-            } as i32,
+            status: status_to_pb(outcome.status),
             state: Some(state_to_pb(outcome.view)),
             dialog: Some(dialog_to_pb(outcome.dialog)),
+            masked: outcome.masked,
+            watchers: outcome.watchers.into_iter().map(watcher_to_pb).collect(),
         }))
+    }
+
+    async fn list_watchers(
+        &self,
+        request: Request<pb::ListWatchersRequest>,
+    ) -> Result<Response<pb::ListWatchersResponse>, Status> {
+        let presentity = request.into_inner().presentity;
+        require("presentity", &presentity)?;
+        let watchers = self
+            .subscriptions
+            .watchers(&presentity)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ListWatchersResponse {
+            watchers: watchers.into_iter().map(watcher_to_pb).collect(),
+        }))
+    }
+
+    async fn get_rules(
+        &self,
+        request: Request<pb::GetRulesRequest>,
+    ) -> Result<Response<pb::RulesResponse>, Status> {
+        let presentity = request.into_inner().presentity;
+        require("presentity", &presentity)?;
+        let rules = rules::load(self.compositor.backend().as_ref(), &presentity)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::RulesResponse {
+            rules: Some(rules_to_pb(rules)),
+            subscriptions_changed: 0,
+        }))
+    }
+
+    async fn set_rules(
+        &self,
+        request: Request<pb::SetRulesRequest>,
+    ) -> Result<Response<pb::RulesResponse>, Status> {
+        let r = request.into_inner();
+        require("presentity", &r.presentity)?;
+        let new_rules = rules_from_pb(r.rules.unwrap_or_default())?;
+        self.change_rules(&r.presentity, move |rules| *rules = new_rules.clone())
+            .await
+    }
+
+    async fn approve_watcher(
+        &self,
+        request: Request<pb::DecideWatcherRequest>,
+    ) -> Result<Response<pb::RulesResponse>, Status> {
+        let r = request.into_inner();
+        require("presentity", &r.presentity)?;
+        require("watcher", &r.watcher)?;
+        let watcher = rules::normalise(&r.watcher);
+        self.change_rules(&r.presentity, move |rules| {
+            rules.watchers.insert(watcher.clone(), Action::Allow);
+        })
+        .await
+    }
+
+    async fn reject_watcher(
+        &self,
+        request: Request<pb::DecideWatcherRequest>,
+    ) -> Result<Response<pb::RulesResponse>, Status> {
+        let r = request.into_inner();
+        require("presentity", &r.presentity)?;
+        require("watcher", &r.watcher)?;
+        let watcher = rules::normalise(&r.watcher);
+        let verdict = if r.polite {
+            Action::PoliteBlock
+        } else {
+            Action::Block
+        };
+        self.change_rules(&r.presentity, move |rules| {
+            rules.watchers.insert(watcher.clone(), verdict);
+        })
+        .await
     }
 
     async fn unsubscribe(
@@ -360,16 +519,55 @@ impl pb::presence_server::Presence for PresenceService {
         if !claimed.is_empty() {
             tracing::info!(edge = %r.edge_id, dialogs = claimed.len(), "dialogs taken over");
         }
-        Ok(Response::new(pb::ClaimDialogsResponse {
-            dialogs: claimed
-                .into_iter()
-                .map(|c| pb::ClaimedDialog {
-                    presentity: c.record.presentity.clone(),
-                    expires_at_ms: c.record.expires_at_ms,
-                    dialog: Some(dialog_to_pb(c.record.dialog)),
-                    state: Some(state_to_pb(c.view)),
-                })
-                .collect(),
+        let mut dialogs = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            let watchers = if c.record.dialog.is_winfo() {
+                self.subscriptions
+                    .watchers(&c.record.presentity)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?
+            } else {
+                Vec::new()
+            };
+            let view = if c.record.masked || c.record.status == SubscriptionStatus::Pending {
+                crate::subscriptions::neutral_view(&c.record.presentity)
+            } else {
+                c.view
+            };
+            dialogs.push(pb::ClaimedDialog {
+                presentity: c.record.presentity.clone(),
+                expires_at_ms: c.record.expires_at_ms,
+                status: status_to_pb(c.record.status),
+                masked: c.record.masked,
+                dialog: Some(dialog_to_pb(c.record.dialog)),
+                state: Some(state_to_pb(view)),
+                watchers: watchers.into_iter().map(watcher_to_pb).collect(),
+            });
+        }
+        Ok(Response::new(pb::ClaimDialogsResponse { dialogs }))
+    }
+}
+
+impl PresenceService {
+    /// Changes a presentity's rules and applies them to its live
+    /// subscriptions.
+    async fn change_rules(
+        &self,
+        presentity: &str,
+        change: impl Fn(&mut RuleSet),
+    ) -> Result<Response<pb::RulesResponse>, Status> {
+        let rules = rules::update(self.compositor.backend().as_ref(), presentity, change)
+            .await
+            .map_err(rules_status)?;
+        let changed = self
+            .subscriptions
+            .apply_rules(presentity)
+            .await
+            .map_err(subscription_status)?;
+        tracing::info!(%presentity, subscriptions_changed = changed, "rules changed");
+        Ok(Response::new(pb::RulesResponse {
+            rules: Some(rules_to_pb(rules)),
+            subscriptions_changed: changed as u32,
         }))
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! * [`compositor`] — PUBLISH semantics and the composed state of a presentity.
 //! * [`subscriptions`] — subscription (dialog) records of watchers.
+//! * [`rules`] — who may watch whom (allow, block, polite-block, confirm).
 //! * [`announcement`] — what is published on a presentity's channel for edges.
 //! * [`sweeper`] — expiry of publications and subscriptions, exactly once.
 //! * [`grpc`] — the `presence.v1` adapter.
@@ -16,6 +17,7 @@ pub mod announcement;
 pub mod compositor;
 pub mod grpc;
 pub mod ownership;
+pub mod rules;
 pub mod sources;
 pub mod subscriptions;
 pub mod sweeper;

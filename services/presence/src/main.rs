@@ -24,12 +24,22 @@ struct Args {
     /// Longest publication / subscription interval granted (seconds).
     #[arg(long, env = "PRESENCE_MAX_EXPIRES", default_value_t = 7200)]
     max_expires: u32,
+    /// Who may watch a presentity that has no rule for the watcher:
+    /// `same-domain` (watchers of the presentity's domain are allowed,
+    /// others wait for approval), `allow` or `confirm`.
+    #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
+    default_policy: presence::rules::DefaultPolicy,
     /// How often expired publications and subscriptions are swept (ms).
     #[arg(long, env = "PRESENCE_SWEEP_MS", default_value_t = 500)]
     sweep_ms: u64,
     /// Who may call the gRPC API (bearer tokens with presence:* scopes).
     #[command(flatten)]
     auth: grpc_auth::ApiAuthArgs,
+}
+
+fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
+    presence::rules::DefaultPolicy::parse(name)
+        .ok_or_else(|| format!("unknown policy {name:?}: use same-domain, allow or confirm"))
 }
 
 #[tokio::main]
@@ -42,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         max_publish_expires: args.max_expires,
         min_subscribe_expires: args.min_expires,
         max_subscribe_expires: args.max_expires,
+        default_policy: args.default_policy,
         ..PresenceConfig::default()
     };
     let auth = args

@@ -1,5 +1,13 @@
 //! Subscription records (RFC 6665 §4.2): one per SUBSCRIBE dialog, in the
-//! map of the presentity it watches.
+//! map of the presentity it watches — `presence` subscriptions of watchers
+//! and the presentity's own `presence.winfo` subscriptions (RFC 3857).
+//!
+//! A new `presence` subscription is authorised by the presentity's rules
+//! ([`crate::rules`]): refused (`block`), active, active but shown only a
+//! neutral document (`polite-block`), or pending (`confirm`). A rule change
+//! moves live subscriptions ([`Subscriptions::apply_rules`]) and tells the
+//! edges holding them. Every change of the watcher set is announced as a
+//! watcher list, which edges turn into watcherinfo NOTIFYs.
 //!
 //! The record is the dialog's source of truth. Edges cache it while they
 //! hold the dialog; any edge can continue a dialog from its record. Expiry is
@@ -11,7 +19,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use store::{Key, Kind, Schedule, StoreError};
 
-use crate::{compositor::PresenceView, ownership, Announcement, Compositor};
+use crate::compositor::{PresenceView, PresentityRecord};
+use crate::rules::{self, Action, RulesError};
+use crate::{ownership, Announcement, Compositor};
 
 /// The dialog state an edge needs to send NOTIFYs (RFC 3261 §12).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +42,20 @@ pub struct DialogRecord {
     #[serde(default)]
     pub event_id: String,
     pub watcher: String,
+    /// The event package: `presence` (also when empty, for records older
+    /// than watcher info) or `presence.winfo`.
+    #[serde(default)]
+    pub package: String,
+}
+
+/// The event package of watcher information (RFC 3857).
+pub const WINFO: &str = "presence.winfo";
+
+impl DialogRecord {
+    /// True for a `presence.winfo` subscription.
+    pub fn is_winfo(&self) -> bool {
+        self.package == WINFO
+    }
 }
 
 /// Whether the watcher receives state (RFC 6665 §4.1.3).
@@ -50,6 +74,54 @@ pub struct SubscriptionRecord {
     pub dialog: DialogRecord,
     pub expires_at_ms: u64,
     pub status: SubscriptionStatus,
+    /// Polite blocking: active, but only ever shown a neutral document.
+    #[serde(default)]
+    pub masked: bool,
+    /// Was pending and then approved (watcherinfo's `approved` event).
+    #[serde(default)]
+    pub approved: bool,
+}
+
+/// One watcher as watcher information shows it (RFC 3858 `<watcher>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatcherEntry {
+    /// The subscription (dialog) id: stable across documents.
+    pub id: String,
+    /// The watcher's authenticated address-of-record.
+    pub watcher: String,
+    /// `active`, `pending` or `terminated`.
+    pub status: String,
+    /// What caused the state: `subscribe`, `approved`, `rejected`,
+    /// `timeout`, `deactivated`.
+    pub event: String,
+    pub expires_at_ms: u64,
+}
+
+impl SubscriptionRecord {
+    /// The record as a watcher-info entry (`presence` subscriptions only).
+    pub fn watcher_entry(&self) -> WatcherEntry {
+        let (status, event) = match self.status {
+            SubscriptionStatus::Pending => ("pending", "subscribe"),
+            SubscriptionStatus::Terminated => ("terminated", "deactivated"),
+            SubscriptionStatus::Active if self.approved => ("active", "approved"),
+            SubscriptionStatus::Active => ("active", "subscribe"),
+        };
+        WatcherEntry {
+            id: self.dialog.id.clone(),
+            watcher: self.dialog.watcher.clone(),
+            status: status.into(),
+            event: event.into(),
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+
+    fn ended(&self, event: &str) -> WatcherEntry {
+        WatcherEntry {
+            status: "terminated".into(),
+            event: event.into(),
+            ..self.watcher_entry()
+        }
+    }
 }
 
 /// A SUBSCRIBE as the presence service sees it.
@@ -67,7 +139,12 @@ pub struct SubscribeCommand {
 pub struct SubscribeOutcome {
     pub expires: u32,
     pub status: SubscriptionStatus,
+    /// Polite blocking: `view` is the neutral document, and so is every
+    /// NOTIFY of this dialog.
+    pub masked: bool,
     pub view: PresenceView,
+    /// For a `presence.winfo` subscription: the presentity's watchers.
+    pub watchers: Vec<WatcherEntry>,
     /// The dialog as stored (for a refresh: the stored record, taken over
     /// by the calling edge).
     pub dialog: DialogRecord,
@@ -82,9 +159,16 @@ pub enum SubscriptionError {
     /// 423 Interval Too Brief.
     #[error("interval too brief; minimum is {min_expires}s")]
     IntervalTooBrief { min_expires: u32 },
+    /// 403: the presentity's rules block the watcher, or a watcher-info
+    /// subscription to somebody else's watchers.
+    #[error("{0}")]
+    Forbidden(String),
     /// 503.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// 503: concurrent changes did not settle.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
 }
 
 /// Subscription records of every presentity.
@@ -120,6 +204,11 @@ impl Subscriptions {
 
     /// Creates, refreshes or (with expiry 0) ends a subscription, and returns
     /// the state its next NOTIFY must carry.
+    ///
+    /// A new `presence` subscription is authorised by the presentity's
+    /// rules; a refresh keeps the status it has (rule changes move live
+    /// subscriptions through [`Subscriptions::apply_rules`]). A
+    /// `presence.winfo` subscription is only for the presentity itself.
     pub async fn subscribe(
         &self,
         command: &SubscribeCommand,
@@ -132,15 +221,17 @@ impl Subscriptions {
         let member = schedule_member(&command.presentity, dialog_id);
         let mut dialog = command.dialog.clone();
         let mut previous_owner = None;
+        let mut stored_status = None;
         if command.refresh {
             let Some(raw) = backend.map_get(&key, dialog_id).await? else {
                 return Err(SubscriptionError::NotFound(dialog_id.clone()));
             };
             // The stored record knows what the refresh cannot carry (route
-            // set, last NOTIFY CSeq); the refresh brings the new owner and
-            // where the watcher is now.
+            // set, last NOTIFY CSeq, authorisation); the refresh brings the
+            // new owner and where the watcher is now.
             if let Ok(stored) = serde_json::from_slice::<SubscriptionRecord>(&raw) {
                 previous_owner = Some(stored.dialog.edge_id.clone());
+                stored_status = Some((stored.status, stored.masked, stored.approved));
                 let mut merged = stored.dialog;
                 merged.edge_id = dialog.edge_id;
                 merged.transport = dialog.transport;
@@ -152,20 +243,54 @@ impl Subscriptions {
                 dialog = merged;
             }
         }
+        let winfo = dialog.is_winfo();
+        let (status, masked, approved) = match stored_status {
+            Some(stored) => stored,
+            None if winfo => {
+                if rules::normalise(&dialog.watcher) != rules::normalise(&command.presentity) {
+                    return Err(SubscriptionError::Forbidden(
+                        "watcher information is only for the presentity itself".into(),
+                    ));
+                }
+                (SubscriptionStatus::Active, false, false)
+            }
+            None => {
+                let rules = rules::load(backend.as_ref(), &command.presentity).await?;
+                match rules.decide(self.policy(), &command.presentity, &dialog.watcher) {
+                    Action::Block => {
+                        tracing::info!(presentity = %command.presentity, watcher = %dialog.watcher, "subscription blocked by rule");
+                        return Err(SubscriptionError::Forbidden(
+                            "the presentity does not share presence with this watcher".into(),
+                        ));
+                    }
+                    Action::Allow => (SubscriptionStatus::Active, false, false),
+                    Action::PoliteBlock => (SubscriptionStatus::Active, true, false),
+                    Action::Confirm => (SubscriptionStatus::Pending, false, false),
+                }
+            }
+        };
+        let record = SubscriptionRecord {
+            presentity: command.presentity.clone(),
+            dialog: dialog.clone(),
+            expires_at_ms: now_ms + u64::from(expires) * 1000,
+            status,
+            masked,
+            approved,
+        };
         let status = if expires == 0 {
             // An unsubscribe, or a one-time fetch when there was no dialog.
+            let mut removed = false;
             if let Some(raw) = backend.map_take(&key, dialog_id, None).await? {
                 ownership::unindex_record(backend.as_ref(), &raw, &member).await?;
+                removed = true;
             }
             backend.unschedule(Schedule::Subscriptions, &member).await?;
+            if removed && !winfo {
+                self.announce_watchers(&command.presentity, vec![record.ended("timeout")])
+                    .await?;
+            }
             SubscriptionStatus::Terminated
         } else {
-            let record = SubscriptionRecord {
-                presentity: command.presentity.clone(),
-                dialog: dialog.clone(),
-                expires_at_ms: now_ms + u64::from(expires) * 1000,
-                status: SubscriptionStatus::Active,
-            };
             // Schedule before storing: a crash in between leaves a schedule
             // entry that finds nothing, never a record nobody expires.
             backend
@@ -176,15 +301,34 @@ impl Subscriptions {
             if let Some(previous) = previous_owner.filter(|p| *p != dialog.edge_id) {
                 ownership::unindex(backend.as_ref(), &previous, &member).await?;
             }
+            if !command.refresh && !winfo {
+                self.announce_watchers(&command.presentity, Vec::new())
+                    .await?;
+            }
             record.status
         };
-        let view = self.compositor.view(&command.presentity).await?;
+        let view = if masked || status == SubscriptionStatus::Pending {
+            neutral_view(&command.presentity)
+        } else {
+            self.compositor.view(&command.presentity).await?
+        };
+        let watchers = if winfo {
+            self.watchers(&command.presentity).await?
+        } else {
+            Vec::new()
+        };
         Ok(SubscribeOutcome {
             expires,
             status,
+            masked,
             view,
+            watchers,
             dialog,
         })
+    }
+
+    fn policy(&self) -> rules::DefaultPolicy {
+        self.compositor.config().default_policy
     }
 
     /// Removes a subscription; true when this call removed it.
@@ -197,8 +341,154 @@ impl Subscriptions {
         backend.unschedule(Schedule::Subscriptions, &member).await?;
         if let Some(raw) = &taken {
             ownership::unindex_record(backend.as_ref(), raw, &member).await?;
+            if let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(raw) {
+                if !record.dialog.is_winfo() {
+                    self.announce_watchers(presentity, vec![record.ended("deactivated")])
+                        .await?;
+                }
+            }
         }
         Ok(taken.is_some())
+    }
+
+    /// The watchers of `presentity` (its `presence` subscriptions), for
+    /// watcher information and `ListWatchers`.
+    pub async fn watchers(&self, presentity: &str) -> Result<Vec<WatcherEntry>, StoreError> {
+        let mut entries: Vec<WatcherEntry> = self
+            .list(presentity)
+            .await?
+            .iter()
+            .filter(|r| !r.dialog.is_winfo())
+            .map(SubscriptionRecord::watcher_entry)
+            .collect();
+        entries.sort_by(|a, b| a.watcher.cmp(&b.watcher).then(a.id.cmp(&b.id)));
+        Ok(entries)
+    }
+
+    /// Tells the presentity's `presence.winfo` subscribers (through their
+    /// edges) the current watcher list and the watchers that just left.
+    /// Nothing is published when nobody watches the watchers.
+    async fn announce_watchers(
+        &self,
+        presentity: &str,
+        ended: Vec<WatcherEntry>,
+    ) -> Result<(), StoreError> {
+        let records = self.list(presentity).await?;
+        if !records.iter().any(|r| r.dialog.is_winfo()) {
+            return Ok(());
+        }
+        let mut watchers: Vec<WatcherEntry> = records
+            .iter()
+            .filter(|r| !r.dialog.is_winfo())
+            .map(SubscriptionRecord::watcher_entry)
+            .collect();
+        watchers.sort_by(|a, b| a.watcher.cmp(&b.watcher).then(a.id.cmp(&b.id)));
+        self.compositor
+            .backend()
+            .publish(
+                Announcement::Watchers {
+                    at_ms: crate::now_ms(),
+                    watchers,
+                    ended,
+                }
+                .to_message(presentity),
+            )
+            .await
+    }
+
+    /// Moves the live `presence` subscriptions of `presentity` to what its
+    /// rules now say: pending or masked ones that are now allowed become
+    /// active (and get the state at once), newly blocked ones end with
+    /// `terminated;reason=rejected`, newly polite-blocked ones see the
+    /// neutral document from now on. Returns how many changed.
+    ///
+    /// Each move is a conditional replace of the record, so a concurrent
+    /// refresh or expiry wins and is simply re-examined by the next change.
+    pub async fn apply_rules(&self, presentity: &str) -> Result<usize, SubscriptionError> {
+        let backend = self.compositor.backend();
+        let rules = rules::load(backend.as_ref(), presentity).await?;
+        let key = map_key(presentity);
+        let mut changed = 0;
+        let mut ended = Vec::new();
+        for (dialog_id, raw) in backend.map_list(&key).await? {
+            let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw) else {
+                continue;
+            };
+            if record.dialog.is_winfo() {
+                continue;
+            }
+            let action = rules.decide(self.policy(), presentity, &record.dialog.watcher);
+            let member = schedule_member(presentity, &dialog_id);
+            let pending = record.status == SubscriptionStatus::Pending;
+            let next = match action {
+                Action::Block => {
+                    if backend
+                        .map_take(&key, &dialog_id, Some(&raw))
+                        .await?
+                        .is_none()
+                    {
+                        continue;
+                    }
+                    backend.unschedule(Schedule::Subscriptions, &member).await?;
+                    ownership::unindex(backend.as_ref(), &record.dialog.edge_id, &member).await?;
+                    backend
+                        .publish(
+                            Announcement::Terminated {
+                                dialog_id: dialog_id.clone(),
+                                reason: "rejected".into(),
+                            }
+                            .to_message(presentity),
+                        )
+                        .await?;
+                    tracing::info!(%presentity, watcher = %record.dialog.watcher, "subscription rejected by a rule change");
+                    ended.push(record.ended("rejected"));
+                    changed += 1;
+                    continue;
+                }
+                Action::Allow if pending || record.masked => SubscriptionRecord {
+                    status: SubscriptionStatus::Active,
+                    masked: false,
+                    approved: record.approved || pending,
+                    ..record.clone()
+                },
+                Action::PoliteBlock if pending || !record.masked => SubscriptionRecord {
+                    status: SubscriptionStatus::Active,
+                    masked: true,
+                    ..record.clone()
+                },
+                // Confirm keeps what was already decided: an approved
+                // watcher is not sent back to pending.
+                _ => continue,
+            };
+            if !backend
+                .map_replace(&key, &dialog_id, &raw, encode(&next)?)
+                .await?
+            {
+                continue;
+            }
+            let view = if next.masked {
+                neutral_view(presentity)
+            } else {
+                self.compositor.view(presentity).await?
+            };
+            backend
+                .publish(
+                    Announcement::Authorized {
+                        dialog_id: dialog_id.clone(),
+                        masked: next.masked,
+                        version: view.version,
+                        pidf: view.pidf,
+                    }
+                    .to_message(presentity),
+                )
+                .await?;
+            tracing::info!(%presentity, watcher = %next.dialog.watcher, masked = next.masked, "subscription activated by a rule change");
+            changed += 1;
+        }
+        if changed > 0 {
+            self.announce_watchers(presentity, ended).await?;
+        }
+        Ok(changed)
     }
 
     /// The subscription records watching `presentity`.
@@ -267,8 +557,18 @@ impl Subscriptions {
                 .to_message(presentity),
             )
             .await?;
+        if !record.dialog.is_winfo() {
+            self.announce_watchers(presentity, vec![record.ended("timeout")])
+                .await?;
+        }
         Ok(true)
     }
+}
+
+/// What a masked (polite-blocked) or pending watcher is shown: the neutral
+/// `closed` document of a presentity nothing is known about.
+pub fn neutral_view(presentity: &str) -> PresenceView {
+    PresenceView::from_record(presentity, &PresentityRecord::default())
 }
 
 fn encode(record: &SubscriptionRecord) -> Result<Bytes, StoreError> {

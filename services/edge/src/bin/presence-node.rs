@@ -43,6 +43,11 @@ struct Args {
     /// Shortest registration/publication/subscription interval (seconds).
     #[arg(long, env = "MIN_EXPIRES", default_value_t = 60)]
     min_expires: u32,
+    /// Who may watch a presentity that has no rule for the watcher:
+    /// `same-domain` (watchers of the presentity's domain are allowed,
+    /// others wait for approval), `allow` or `confirm`.
+    #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
+    default_policy: presence::rules::DefaultPolicy,
     /// Users the development issuer prints tokens for (comma-separated AORs).
     #[arg(
         long,
@@ -60,6 +65,11 @@ struct Args {
     /// The token the node's edge presents to its own services (with --grpc-auth).
     #[command(flatten)]
     service_token: grpc_auth::ServiceTokenArgs,
+}
+
+fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
+    presence::rules::DefaultPolicy::parse(name)
+        .ok_or_else(|| format!("unknown policy {name:?}: use same-domain, allow or confirm"))
 }
 
 /// How long minted internal tokens live; they are renewed at half-life.
@@ -82,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let presence_config = presence::PresenceConfig {
         min_publish_expires: args.min_expires,
         min_subscribe_expires: args.min_expires,
+        default_policy: args.default_policy,
         ..presence::PresenceConfig::default()
     };
     let registrar_config = registrar::RegistrarConfig {

@@ -23,7 +23,7 @@ use crate::Edge;
 /// Methods the edge answers; everything else gets 405 with this list.
 pub const ALLOW: &str = "REGISTER, PUBLISH, SUBSCRIBE, NOTIFY, OPTIONS, ACK, CANCEL";
 /// The event packages the edge serves.
-pub const ALLOW_EVENTS: &str = "presence";
+pub const ALLOW_EVENTS: &str = "presence, presence.winfo";
 /// The bodies the edge accepts and sends.
 pub const ACCEPT: &str = "application/pidf+xml";
 
@@ -263,12 +263,28 @@ pub fn refusal_response(request: &Request, refusal: &Refusal) -> Response {
 
 /// 489 Bad Event unless the request is for the presence package.
 pub fn require_presence_event(request: &Request) -> Result<Option<String>, Response> {
-    match request.headers().event() {
-        Ok(Some(event)) if event.package.eq_ignore_ascii_case("presence") => Ok(event.id),
-        Ok(_) => Err(Response::for_request(request, 489)
+    require_event(request, &["presence"]).map(|(_, id)| id)
+}
+
+/// 489 Bad Event unless the request is for one of `packages`; returns the
+/// package (as listed) and the Event id.
+pub fn require_event(
+    request: &Request,
+    packages: &[&'static str],
+) -> Result<(&'static str, Option<String>), Response> {
+    let event = request.headers().event();
+    let package = match &event {
+        Ok(Some(event)) => packages
+            .iter()
+            .find(|p| event.package.eq_ignore_ascii_case(p)),
+        _ => None,
+    };
+    match (event, package) {
+        (Ok(Some(event)), Some(package)) => Ok((package, event.id)),
+        (Ok(_), _) => Err(Response::for_request(request, 489)
             .header(HeaderName::AllowEvents, ALLOW_EVENTS)
             .build()),
-        Err(_) => Err(Response::for_request(request, 400)
+        (Err(_), _) => Err(Response::for_request(request, 400)
             .reason("Bad Event")
             .build()),
     }

@@ -34,18 +34,29 @@ fn new_branch() -> String {
     format!("z9hG4bK{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-/// Builds a NOTIFY of `record`'s dialog. `expires` is `Some(seconds left)`
-/// for an active subscription and `None` for the final NOTIFY, whose
-/// Subscription-State is `terminated` with `reason` (when not empty).
-#[allow(clippy::too_many_arguments)]
+/// The Subscription-State of one NOTIFY (RFC 6665 §4.1.3).
+#[derive(Clone, Copy, Debug)]
+pub enum NotifyState<'a> {
+    /// `active;expires=N`: seconds left.
+    Active(u32),
+    /// `pending;expires=N`: waiting for the presentity's authorisation.
+    Pending(u32),
+    /// `terminated[;reason=...]`: the final NOTIFY (an empty reason is left out).
+    Terminated(&'a str),
+}
+
+/// The body of one NOTIFY: media type and text. A pending subscription's
+/// NOTIFY has none (RFC 3856 §6.6: no state before authorisation).
+pub type NotifyBody<'a> = Option<(&'a str, &'a str)>;
+
+/// Builds a NOTIFY of `record`'s dialog.
 pub fn build(
     edge: &Edge,
     record: &DialogRecord,
     protocol: Protocol,
     cseq: u32,
-    expires: Option<u32>,
-    reason: &str,
-    pidf: &str,
+    state: NotifyState<'_>,
+    body: NotifyBody<'_>,
     branch: &str,
 ) -> Result<Request, String> {
     let target =
@@ -67,24 +78,29 @@ pub fn build(
             ("rport".into(), None),
         ],
     };
-    let state = match expires {
-        Some(seconds) => SubscriptionState {
-            state: SubState::Active,
-            expires: Some(seconds),
-            reason: None,
-            retry_after: None,
-            params: Vec::new(),
-        },
-        None => SubscriptionState {
-            state: SubState::Terminated,
-            expires: None,
-            reason: (!reason.is_empty()).then(|| reason.to_string()),
-            retry_after: None,
-            params: Vec::new(),
-        },
+    let (sub_state, expires, reason) = match state {
+        NotifyState::Active(seconds) => (SubState::Active, Some(seconds), None),
+        NotifyState::Pending(seconds) => (SubState::Pending, Some(seconds), None),
+        NotifyState::Terminated(reason) => (
+            SubState::Terminated,
+            None,
+            (!reason.is_empty()).then(|| reason.to_string()),
+        ),
+    };
+    let state = SubscriptionState {
+        state: sub_state,
+        expires,
+        reason,
+        retry_after: None,
+        params: Vec::new(),
+    };
+    let package = if record.is_winfo() {
+        presence::subscriptions::WINFO
+    } else {
+        "presence"
     };
     let event = Event {
-        package: "presence".into(),
+        package: package.into(),
         id: (!record.event_id.is_empty()).then(|| record.event_id.clone()),
         params: Vec::new(),
     };
@@ -128,12 +144,12 @@ pub fn build(
     for route in &record.route_set {
         builder = builder.header(HeaderName::Route, route);
     }
-    Ok(builder
-        .body(
-            crate::methods::ACCEPT,
-            Bytes::copy_from_slice(pidf.as_bytes()),
-        )
-        .build())
+    Ok(match body {
+        Some((content_type, text)) => builder
+            .body(content_type, Bytes::copy_from_slice(text.as_bytes()))
+            .build(),
+        None => builder.build(),
+    })
 }
 
 /// Sends one NOTIFY and waits for its outcome.
@@ -144,12 +160,11 @@ pub async fn send(
     protocol: Protocol,
     remote: SocketAddr,
     cseq: u32,
-    expires: Option<u32>,
-    reason: &str,
-    pidf: &str,
+    state: NotifyState<'_>,
+    body: NotifyBody<'_>,
 ) -> Delivery {
     let branch = new_branch();
-    let request = match build(edge, record, protocol, cseq, expires, reason, pidf, &branch) {
+    let request = match build(edge, record, protocol, cseq, state, body, &branch) {
         Ok(r) => r,
         Err(e) => return Delivery::Gone(e),
     };

@@ -11,16 +11,23 @@
 //! * `Expires: 0`: 200 OK and a final NOTIFY (`terminated`); out of a dialog
 //!   this is a one-time fetch of the state.
 //! * The watcher is the token's identity, never the From header's claim.
+//! * The presentity's rules decide a new subscription (presence service):
+//!   `403` when blocked; `pending` (a `Subscription-State: pending` NOTIFY
+//!   without state) until approved; polite blocking looks active but only
+//!   ever carries a neutral document.
+//! * `Event: presence.winfo` (RFC 3857) is the presentity's own client
+//!   watching its watchers: `application/watcherinfo+xml` NOTIFYs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use presence::subscriptions::DialogRecord;
+use presence::subscriptions::{DialogRecord, WINFO};
 use rpc::presence::v1::{SubscribeRequest, SubscribeResponse, SubscriptionStatus};
 use sip::{HeaderName, NameAddr, Request, Response};
 
-use crate::dialogs::{NewDialog, TAKEOVER_CSEQ_GAP};
-use crate::methods::{refusal_response, require_presence_event, Outcome, ACCEPT};
+use crate::dialogs::{Mode, NewDialog, TAKEOVER_CSEQ_GAP, WATCHERINFO};
+use crate::methods::notify::NotifyState;
+use crate::methods::{refusal_response, require_event, Outcome, ACCEPT};
 use crate::services::Refusal;
 use crate::transport::{Protocol, Source};
 use crate::Edge;
@@ -30,15 +37,16 @@ fn new_tag() -> String {
 }
 
 pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outcome {
-    let event_id = match require_presence_event(request) {
-        Ok(id) => id.unwrap_or_default(),
+    let (package, event_id) = match require_event(request, &["presence", WINFO]) {
+        Ok((package, id)) => (package, id.unwrap_or_default()),
         Err(response) => return response.into(),
     };
+    let body_type = if package == WINFO { WATCHERINFO } else { ACCEPT };
     let headers = request.headers();
     if let Ok(accept) = headers.accept() {
-        if !accept.is_empty() && !accept.iter().any(|t| t.matches(ACCEPT)) {
+        if !accept.is_empty() && !accept.iter().any(|t| t.matches(body_type)) {
             return Response::for_request(request, 406)
-                .header(HeaderName::Accept, ACCEPT)
+                .header(HeaderName::Accept, body_type)
                 .build()
                 .into();
         }
@@ -106,6 +114,7 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outc
         notify_cseq: 0,
         event_id,
         watcher: identity.aor.clone(),
+        package: package.to_string(),
     };
     let record = DialogRecord {
         local_tag: record.id.clone(),
@@ -163,6 +172,19 @@ fn ok(
         .build()
 }
 
+/// What the dialog's NOTIFYs carry, from the presence service's answer.
+pub fn mode_of(record: &DialogRecord, status: i32, masked: bool) -> Mode {
+    if record.is_winfo() {
+        Mode::Winfo
+    } else if status == SubscriptionStatus::Pending as i32 {
+        Mode::Pending
+    } else if masked {
+        Mode::Masked
+    } else {
+        Mode::Presence
+    }
+}
+
 fn new_dialog(
     record: DialogRecord,
     presentity: String,
@@ -172,6 +194,13 @@ fn new_dialog(
 ) -> NewDialog {
     let state = reply.state.clone().unwrap_or_default();
     NewDialog {
+        mode: mode_of(&record, reply.status, reply.masked),
+        watchers: reply
+            .watchers
+            .iter()
+            .cloned()
+            .map(presence::grpc::watcher_from_pb)
+            .collect(),
         record,
         presentity,
         version: state.version,
@@ -194,13 +223,23 @@ async fn final_notify(
 ) {
     let state = reply.state.unwrap_or_default();
     let pidf = String::from_utf8_lossy(&state.pidf).into_owned();
+    let mode = mode_of(&record, reply.status, reply.masked);
     let edge = edge.clone();
     // After the 200 OK has left (the caller sends it first).
     tokio::spawn(async move {
         tokio::task::yield_now().await;
-        let _ =
-            crate::methods::notify::send(&edge, &record, protocol, remote, cseq, None, "", &pidf)
-                .await;
+        // Only a presence dialog's final NOTIFY carries the state.
+        let body = matches!(mode, Mode::Presence | Mode::Masked).then_some((ACCEPT, pidf.as_str()));
+        let _ = crate::methods::notify::send(
+            &edge,
+            &record,
+            protocol,
+            remote,
+            cseq,
+            NotifyState::Terminated(""),
+            body,
+        )
+        .await;
     });
 }
 
