@@ -574,17 +574,47 @@ impl Ua {
         token: &str,
         expires: u32,
     ) -> (Response, Option<Dialog>) {
+        self.subscribe_to(target, token, expires, "presence", "application/pidf+xml")
+            .await
+    }
+
+    /// SUBSCRIBE to `target`'s watcher information (RFC 3857).
+    pub async fn subscribe_winfo(
+        &mut self,
+        target: &str,
+        token: &str,
+        expires: u32,
+    ) -> (Response, Option<Dialog>) {
+        self.subscribe_to(
+            target,
+            token,
+            expires,
+            "presence.winfo",
+            "application/watcherinfo+xml",
+        )
+        .await
+    }
+
+    /// SUBSCRIBE to `package` of `target`, accepting `accept`.
+    pub async fn subscribe_to(
+        &mut self,
+        target: &str,
+        token: &str,
+        expires: u32,
+        package: &str,
+        accept: &str,
+    ) -> (Response, Option<Dialog>) {
         let request = self
             .request(Method::Subscribe, target, target)
             .header(
                 HeaderName::Event,
                 Event {
-                    package: "presence".into(),
+                    package: package.into(),
                     id: None,
                     params: Vec::new(),
                 },
             )
-            .header(HeaderName::Accept, "application/pidf+xml")
+            .header(HeaderName::Accept, accept)
             .header(HeaderName::Expires, expires)
             .header(HeaderName::Authorization, format!("Bearer {token}"))
             .build();
@@ -622,12 +652,24 @@ impl Ua {
         token: &str,
         expires: u32,
     ) -> Response {
+        self.resubscribe_to(dialog, token, expires, "presence")
+            .await
+    }
+
+    /// Refreshes (or with 0, ends) a subscription to `package` inside its dialog.
+    pub async fn resubscribe_to(
+        &mut self,
+        dialog: &mut Dialog,
+        token: &str,
+        expires: u32,
+        package: &str,
+    ) -> Response {
         let request = self
             .in_dialog(dialog, Method::Subscribe)
             .header(
                 HeaderName::Event,
                 Event {
-                    package: "presence".into(),
+                    package: package.into(),
                     id: None,
                     params: Vec::new(),
                 },

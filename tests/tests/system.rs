@@ -17,6 +17,7 @@ mod containers_redis;
 mod containers_replicas;
 mod grpc_api;
 mod node;
+mod presence_rules;
 mod presencectl;
 mod redis_cluster;
 mod replicas;
