@@ -261,11 +261,14 @@ impl Node {
             format!("127.0.0.1:{presence_port}"),
             "--registrar-listen".into(),
             format!("127.0.0.1:{registrar_port}"),
-            "--min-expires".into(),
-            "1".into(),
         ];
+        let extra = extra_args(&tokens);
+        // Short intervals unless the test chooses its own.
+        if !extra.iter().any(|a| a == "--min-expires") {
+            args.extend(["--min-expires".into(), "1".into()]);
+        }
         args.extend(tokens.edge_args());
-        args.extend(extra_args(&tokens));
+        args.extend(extra);
         let process = Process::spawn("presence-node", "presence-node", &args, &[]);
         wait_for_tcp(sip_port, STARTUP);
         wait_for_tcp(presence_port, STARTUP);

@@ -27,7 +27,8 @@ async fn one_process_serves_register_publish_subscribe_in_memory() {
     assert_eq!(response.status(), 200);
     let mut dialog = dialog.expect("dialog");
     let initial = bob.next_notify(WAIT).await.expect("initial NOTIFY");
-    assert!(String::from_utf8_lossy(initial.body()).contains("closed"));
+    // Registered and nothing published: open (registration-driven presence).
+    assert!(String::from_utf8_lossy(initial.body()).contains("<basic>open</basic>"));
 
     let published = alice
         .publish(

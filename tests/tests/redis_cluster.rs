@@ -163,14 +163,15 @@ async fn presence_flows_across_edges_on_a_three_master_redis_cluster() {
             "binding of {aor} on its master"
         );
 
-        // A watcher on edge 1: 200 OK and the neutral initial NOTIFY.
+        // A watcher on edge 1: 200 OK and an initial NOTIFY showing the
+        // registered, unpublished AOR open (registration-driven presence).
         let watcher_aor = format!("watcher-of-{aor}");
         let watcher_token = cluster.tokens.token(&watcher_aor);
         let mut watcher = Ua::udp(&watcher_aor, cluster.edge(1)).await;
         let (response, dialog) = watcher.subscribe(aor, &watcher_token, 300).await;
         assert_eq!(response.status(), 200, "SUBSCRIBE to {aor}");
         let initial = watcher.next_notify(WAIT).await.expect("initial NOTIFY");
-        assert!(body(&initial).contains("closed"), "{}", body(&initial));
+        assert!(body(&initial).contains("<basic>open</basic>"), "{}", body(&initial));
         assert!(
             cluster.exists_on_owner(&format!("subs:{{{aor}}}:m")),
             "subscription record of {aor} on its master"

@@ -108,8 +108,8 @@ async fn presence_change_reaches_a_watcher_on_another_edge() {
         "application/pidf+xml"
     );
     assert!(
-        body_text(&initial).contains("closed"),
-        "nothing published yet: {}",
+        body_text(&initial).contains("<basic>open</basic>"),
+        "registered, nothing published yet: registration-driven presence: {}",
         body_text(&initial)
     );
     let first_cseq = initial.headers().cseq().expect("CSeq").seq;

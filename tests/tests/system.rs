@@ -18,6 +18,7 @@ mod containers_replicas;
 mod grpc_api;
 mod node;
 mod presence_rules;
+mod presence_semantics;
 mod presencectl;
 mod redis_cluster;
 mod replicas;

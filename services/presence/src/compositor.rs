@@ -23,6 +23,9 @@ const CAS_ATTEMPTS: usize = 16;
 /// A presentity record with no publication left is kept this long, so its
 /// version survives short gaps between publications.
 const EMPTY_RECORD_TTL_MS: u64 = 24 * 3600 * 1000;
+/// The source of the registrar's publication (registration-driven
+/// presence): composed only while the presentity has no other publication.
+pub const REGISTRATION_SOURCE: &str = "registration";
 /// The media type the compositor accepts and produces.
 pub const PIDF: &str = "application/pidf+xml";
 
@@ -431,10 +434,18 @@ fn decode(presentity: &str, value: &[u8]) -> Result<PresentityRecord, StoreError
 /// Composes stored publications into one document (see `pidf::compose` for
 /// the policy). A publication whose stored body no longer parses (it was
 /// validated on the way in) is left out rather than failing the presentity.
+///
+/// The registrar's `registration` publication stands in only for a
+/// presentity that publishes nothing itself: a device's or an
+/// application's own publication always says more than "registered".
 fn compose(presentity: &str, publications: &[StoredPublication]) -> String {
+    let own = publications
+        .iter()
+        .any(|p| p.source.as_deref() != Some(REGISTRATION_SOURCE));
     let documents: Vec<(usize, Document)> = publications
         .iter()
         .enumerate()
+        .filter(|(_, p)| !own || p.source.as_deref() != Some(REGISTRATION_SOURCE))
         .filter_map(|(i, p)| Document::parse(p.body.as_bytes()).ok().map(|d| (i, d)))
         .collect();
     let inputs: Vec<pidf::Publication<'_>> = documents

@@ -223,6 +223,17 @@ fn caller_name<T>(request: &Request<T>) -> String {
         .map_or_else(|| "anonymous".to_string(), |c| c.name().to_string())
 }
 
+/// The registrar's source is its own: applications may not set or clear it.
+fn reserved_source(source: &str) -> Result<(), Status> {
+    if source == crate::compositor::REGISTRATION_SOURCE {
+        Err(Status::invalid_argument(format!(
+            "source {source:?} is reserved for registration-driven presence"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 fn require(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         Err(Status::invalid_argument(format!("{field} is required")))
@@ -322,6 +333,7 @@ impl pb::presence_server::Presence for PresenceService {
     ) -> Result<Response<pb::SetPresenceResponse>, Status> {
         let publisher = caller_name(&request);
         let r = request.into_inner();
+        reserved_source(&r.source)?;
         let content = if r.pidf.is_empty() {
             SourceContent::Status {
                 status: parse_status(&r.status).map_err(publish_status)?,
@@ -356,6 +368,7 @@ impl pb::presence_server::Presence for PresenceService {
         request: Request<pb::ClearPresenceRequest>,
     ) -> Result<Response<pb::ClearPresenceResponse>, Status> {
         let r = request.into_inner();
+        reserved_source(&r.source)?;
         let outcome = self
             .compositor
             .clear_source(&r.presentity, &r.source, now_ms())

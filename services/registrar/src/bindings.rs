@@ -27,6 +27,10 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Used when the request names no expiry.
     pub default_expires: u32,
+    /// Registration-driven presence: an address-of-record with live
+    /// bindings and no publication is `open`, and `closed` again when its
+    /// last binding goes (see [`Registrar::reflect`]).
+    pub registration_presence: bool,
 }
 
 impl Default for RegistrarConfig {
@@ -35,6 +39,7 @@ impl Default for RegistrarConfig {
             min_expires: 60,
             max_expires: 7200,
             default_expires: 3600,
+            registration_presence: true,
         }
     }
 }
@@ -137,11 +142,65 @@ struct StoredBindings {
 pub struct Registrar {
     backend: Arc<dyn Backend>,
     config: RegistrarConfig,
+    /// The presence compositor, when registrations drive presence.
+    presence: Option<presence::Compositor>,
 }
 
 impl Registrar {
     pub fn new(backend: Arc<dyn Backend>, config: RegistrarConfig) -> Self {
-        Registrar { backend, config }
+        let presence = config.registration_presence.then(|| {
+            // The publication lives exactly as long as the bindings, so no
+            // limit of the compositor's may shorten or stretch it.
+            let limits = presence::PresenceConfig {
+                min_publish_expires: 1,
+                max_publish_expires: u32::MAX,
+                ..presence::PresenceConfig::default()
+            };
+            presence::Compositor::new(backend.clone(), limits)
+        });
+        Registrar {
+            backend,
+            config,
+            presence,
+        }
+    }
+
+    /// Registration-driven presence: keeps the AOR's `registration`
+    /// publication in step with its bindings — present (status available,
+    /// expiring with the latest binding) while any binding lives, removed
+    /// with the last one. The compositor only shows it while the AOR has no
+    /// other publication, so a phone's own PUBLISH always wins.
+    ///
+    /// A failure here does not fail the REGISTER (the binding is what the
+    /// client asked for); the publication also lapses by itself with the
+    /// bindings, so the error only delays what watchers see.
+    async fn reflect(&self, aor: &str, bindings: &[Binding], now_ms: u64) {
+        let Some(compositor) = &self.presence else {
+            return;
+        };
+        let result = match bindings.iter().map(|b| b.expires_at_ms).max() {
+            None => compositor
+                .clear_source(aor, presence::compositor::REGISTRATION_SOURCE, now_ms)
+                .await
+                .map(drop),
+            Some(latest) => {
+                let expires = latest.saturating_sub(now_ms).div_ceil(1000).max(1);
+                let command = presence::sources::SetSourceCommand {
+                    presentity: aor.to_string(),
+                    source: presence::compositor::REGISTRATION_SOURCE.to_string(),
+                    content: presence::sources::SourceContent::Status {
+                        status: pidf::PresenceStatus::Available,
+                        note: None,
+                    },
+                    expires: Some(u32::try_from(expires).unwrap_or(u32::MAX)),
+                    publisher: "registrar".into(),
+                };
+                compositor.set_source(&command, now_ms).await.map(drop)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(%aor, error = %e, "registration-driven presence not updated");
+        }
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -195,6 +254,7 @@ impl Registrar {
                 .collect();
             let next = self.apply(live, command, now_ms)?;
             if self.save(&command.aor, rev, &next, now_ms).await? {
+                self.reflect(&command.aor, &next, now_ms).await;
                 return Ok(next);
             }
         }
@@ -355,6 +415,7 @@ impl Registrar {
                 return Ok(removed);
             }
             if self.save(aor, rev, &kept, now_ms).await? {
+                self.reflect(aor, &kept, now_ms).await;
                 return Ok(removed);
             }
         }
@@ -380,6 +441,7 @@ impl Registrar {
                 return Ok(false);
             }
             if self.save(aor, rev, &live, now_ms).await? {
+                self.reflect(aor, &live, now_ms).await;
                 return Ok(true);
             }
         }

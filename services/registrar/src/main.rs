@@ -27,6 +27,11 @@ struct Args {
     /// Interval granted when the request names none (seconds).
     #[arg(long, env = "REGISTRAR_DEFAULT_EXPIRES", default_value_t = 3600)]
     default_expires: u32,
+    /// Registration-driven presence: an address-of-record with live
+    /// registrations and no publication is shown `open`, and `closed` when
+    /// its last registration goes.
+    #[arg(long, env = "REGISTRATION_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    registration_presence: bool,
     /// How often expired bindings are swept (milliseconds).
     #[arg(long, env = "REGISTRAR_SWEEP_MS", default_value_t = 1000)]
     sweep_ms: u64,
@@ -44,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         min_expires: args.min_expires,
         max_expires: args.max_expires,
         default_expires: args.default_expires,
+        registration_presence: args.registration_presence,
     };
     let auth = args
         .auth

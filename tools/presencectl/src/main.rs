@@ -5,6 +5,7 @@
 //! from `--token` or `PRESENCE_TOKEN`. Errors go to standard error with the
 //! gRPC status code, and the exit status is non-zero.
 
+mod authorization;
 mod table;
 
 use std::collections::HashMap;
@@ -99,6 +100,39 @@ enum Command {
     Bindings {
         #[arg(required = true)]
         aors: Vec<String>,
+    },
+    /// Who watches a presentity, and whether each watcher is active or
+    /// pending (awaiting approval).
+    Watchers { presentity: String },
+    /// Show a presentity's authorization rules, or change them. Actions:
+    /// allow, block, polite-block (the watcher sees "closed"), confirm.
+    Rules {
+        presentity: String,
+        /// Start from no rules.
+        #[arg(long)]
+        clear: bool,
+        /// Action for watchers no rule names (`none`: the service policy).
+        #[arg(long)]
+        default: Option<String>,
+        /// A watcher's rule, `AOR=ACTION` (repeatable).
+        #[arg(long = "watcher", value_name = "AOR=ACTION")]
+        watchers: Vec<String>,
+        /// A domain's rule, `DOMAIN=ACTION` (repeatable).
+        #[arg(long = "domain", value_name = "DOMAIN=ACTION")]
+        domains: Vec<String>,
+        /// Remove the rule of a watcher or domain (repeatable).
+        #[arg(long, value_name = "AOR|DOMAIN")]
+        remove: Vec<String>,
+    },
+    /// Allow a watcher: its pending subscriptions become active at once.
+    Approve { presentity: String, watcher: String },
+    /// Block a watcher: its subscriptions end (`--polite`: it keeps seeing
+    /// "closed" instead).
+    Reject {
+        presentity: String,
+        watcher: String,
+        #[arg(long)]
+        polite: bool,
     },
     /// Remove one registration (by contact URI or +sip.instance) or all of
     /// an address-of-record.
@@ -226,6 +260,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Clear { presentity, source } => clear(&clients, presentity, source, json).await,
         Command::Bindings { aors } => bindings(&clients, aors, json).await,
         Command::Unregister { aor, contact } => unregister(&clients, aor, contact, json).await,
+        Command::Watchers { presentity } => {
+            authorization::watchers(&clients, presentity, json).await
+        }
+        Command::Rules {
+            presentity,
+            clear,
+            default,
+            watchers,
+            domains,
+            remove,
+        } => {
+            let edits = authorization::RuleEdits {
+                clear,
+                default,
+                watchers,
+                domains,
+                remove,
+            };
+            authorization::rules(&clients, presentity, edits, json).await
+        }
+        Command::Approve {
+            presentity,
+            watcher,
+        } => authorization::decide(&clients, presentity, watcher, true, false, json).await,
+        Command::Reject {
+            presentity,
+            watcher,
+            polite,
+        } => authorization::decide(&clients, presentity, watcher, false, polite, json).await,
     }
 }
 
@@ -291,6 +354,14 @@ async fn get(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow
     }
     print!("{}", table.render());
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// `HH:MM:SS.mmm` (UTC) of now.

@@ -48,6 +48,11 @@ struct Args {
     /// others wait for approval), `allow` or `confirm`.
     #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
     default_policy: presence::rules::DefaultPolicy,
+    /// Registration-driven presence: an address-of-record with live
+    /// registrations and no publication is shown `open`, and `closed` when
+    /// its last registration goes.
+    #[arg(long, env = "REGISTRATION_PRESENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    registration_presence: bool,
     /// Users the development issuer prints tokens for (comma-separated AORs).
     #[arg(
         long,
@@ -97,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let registrar_config = registrar::RegistrarConfig {
         min_expires: args.min_expires,
+        registration_presence: args.registration_presence,
         ..registrar::RegistrarConfig::default()
     };
     let dev_issuer = if args.auth.has_provider() || !args.auth.uses_bearer()? {
