@@ -310,3 +310,116 @@ async fn presencectl_drives_the_api() {
     assert!(!run.ok);
     assert!(run.stderr.contains("Unavailable"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presencectl_manages_watchers_and_rules() {
+    let cluster = Cluster::start_authenticated(1);
+    let ctl = Ctl {
+        presence_url: cluster.presence_url(),
+        registrar_url: cluster.registrar_url(),
+    };
+    let write = cluster
+        .tokens
+        .api_token(&["presence:read", "presence:write"]);
+    let read = cluster.tokens.api_token(&["presence:read"]);
+    let write = Some(write.as_str());
+
+    // Alice wants to confirm everybody; Carol subscribes and waits.
+    let run = ctl
+        .run(write, &["rules", "alice@example.com", "--default", "confirm"])
+        .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(row(&run.stdout, "default"), vec!["default", "*", "confirm"]);
+    let carol_token = cluster.tokens.token("carol@example.com");
+    let mut carol = Ua::udp("carol@example.com", cluster.edge(0)).await;
+    let (ok, _) = carol
+        .subscribe("alice@example.com", &carol_token, 300)
+        .await;
+    assert_eq!(ok.status(), 200);
+    let pending = carol
+        .next_notify(cluster_tests::ua::WAIT)
+        .await
+        .expect("pending NOTIFY");
+    assert_eq!(
+        pending
+            .headers()
+            .subscription_state()
+            .expect("Subscription-State")
+            .expect("present")
+            .state,
+        sip::SubState::Pending
+    );
+
+    // watchers: a table, and JSON, with read access only.
+    let run = ctl
+        .run(Some(&read), &["watchers", "alice@example.com"])
+        .await;
+    assert!(run.ok, "{}", run.stderr);
+    let cells = row(&run.stdout, "carol@example.com");
+    assert_eq!(cells[1..3], ["pending", "subscribe"]);
+    let listed = ctl
+        .json(Some(&read), &["watchers", "alice@example.com"])
+        .await;
+    assert_eq!(listed[0]["watcher"], "carol@example.com");
+    assert_eq!(listed[0]["status"], "pending");
+
+    // Changing rules needs presence:write.
+    let refused = ctl
+        .run(Some(&read), &["approve", "alice@example.com", "carol@example.com"])
+        .await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("PermissionDenied"), "{}", refused.stderr);
+
+    // approve: Carol's subscription turns active at once.
+    let approved = ctl
+        .json(write, &["approve", "alice@example.com", "carol@example.com"])
+        .await;
+    assert_eq!(approved["subscriptions_changed"], 1);
+    assert_eq!(approved["watchers"]["carol@example.com"], "allow");
+    let active = carol
+        .next_notify(cluster_tests::ua::WAIT)
+        .await
+        .expect("NOTIFY after approval");
+    assert_eq!(
+        active
+            .headers()
+            .subscription_state()
+            .expect("Subscription-State")
+            .expect("present")
+            .state,
+        sip::SubState::Active
+    );
+
+    // rules: domain rules, removal, and a bad action refused.
+    let run = ctl
+        .run(
+            write,
+            &[
+                "rules",
+                "alice@example.com",
+                "--domain",
+                "spam.example=block",
+                "--remove",
+                "carol@example.com",
+            ],
+        )
+        .await;
+    assert!(run.ok, "{}", run.stderr);
+    assert_eq!(row(&run.stdout, "domain"), vec!["domain", "spam.example", "block"]);
+    assert!(!run.stdout.contains("carol@example.com"), "{}", run.stdout);
+    let bad = ctl
+        .run(write, &["rules", "alice@example.com", "--default", "maybe"])
+        .await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("InvalidArgument"), "{}", bad.stderr);
+
+    // reject --polite: Carol keeps an active subscription showing "closed".
+    let masked = ctl
+        .json(
+            write,
+            &["reject", "alice@example.com", "carol@example.com", "--polite"],
+        )
+        .await;
+    assert_eq!(masked["watchers"]["carol@example.com"], "polite-block");
+    assert_eq!(masked["subscriptions_changed"], 1);
+}
