@@ -89,7 +89,10 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
         .subscribe_winfo("alice@example.com", &alice_token, 300)
         .await;
     assert_eq!(response.status(), 200);
-    let first = alice_winfo.next_notify(WAIT).await.expect("first winfo NOTIFY");
+    let first = alice_winfo
+        .next_notify(WAIT)
+        .await
+        .expect("first winfo NOTIFY");
     assert_eq!(sub_state(&first).state, SubState::Active);
     let event = first.headers().event().expect("Event").expect("present");
     assert_eq!(event.package, "presence.winfo");
@@ -101,17 +104,25 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     // Carol is of another domain: the default policy (same-domain) makes
     // her wait. 200 OK, then a pending NOTIFY with no state in it.
     let mut carol = Ua::udp("carol@partner.org", cluster.edge(0)).await;
-    let (response, _) = carol.subscribe("alice@example.com", &carol_token, 300).await;
+    let (response, _) = carol
+        .subscribe("alice@example.com", &carol_token, 300)
+        .await;
     assert_eq!(response.status(), 200);
     let pending = carol.next_notify(WAIT).await.expect("pending NOTIFY");
     let state = sub_state(&pending);
     assert_eq!(state.state, SubState::Pending);
-    assert!(state.expires.is_some_and(|e| e > 0 && e <= 300), "{state:?}");
+    assert!(
+        state.expires.is_some_and(|e| e > 0 && e <= 300),
+        "{state:?}"
+    );
     assert!(pending.body().is_empty(), "{}", body_text(&pending));
     assert_eq!(content_type(&pending), None);
 
     // Alice's client sees her: a partial document, version 2.
-    let partial = alice_winfo.next_notify(WAIT).await.expect("winfo: carol pending");
+    let partial = alice_winfo
+        .next_notify(WAIT)
+        .await
+        .expect("winfo: carol pending");
     let doc = winfo(&partial);
     assert_eq!(doc.state, DocState::Partial);
     assert_eq!(doc.version, 2);
@@ -167,10 +178,17 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
         .into_inner();
     assert_eq!(approved.subscriptions_changed, 1);
     assert_eq!(
-        approved.rules.expect("rules").watchers.get("carol@partner.org"),
+        approved
+            .rules
+            .expect("rules")
+            .watchers
+            .get("carol@partner.org"),
         Some(&"allow".to_string())
     );
-    let active = carol.next_notify(WAIT).await.expect("NOTIFY after approval");
+    let active = carol
+        .next_notify(WAIT)
+        .await
+        .expect("NOTIFY after approval");
     assert_eq!(sub_state(&active).state, SubState::Active);
     assert!(
         body_text(&active).contains("on a call"),
@@ -180,7 +198,10 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     assert!(
         active.headers().cseq().expect("CSeq").seq > pending.headers().cseq().expect("CSeq").seq
     );
-    let partial = alice_winfo.next_notify(WAIT).await.expect("winfo: carol approved");
+    let partial = alice_winfo
+        .next_notify(WAIT)
+        .await
+        .expect("winfo: carol approved");
     let doc = winfo(&partial);
     assert_eq!((doc.state, doc.version), (DocState::Partial, 3));
     assert_eq!(
@@ -193,11 +214,7 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     );
 
     // Carol now follows changes like any allowed watcher.
-    let etag = modified
-        .headers()
-        .sip_etag()
-        .expect("SIP-ETag")
-        .to_string();
+    let etag = modified.headers().sip_etag().expect("SIP-ETag").to_string();
     let back = alice
         .publish(
             &alice_token,
@@ -227,7 +244,10 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     assert_eq!(state.state, SubState::Terminated);
     assert_eq!(state.reason.as_deref(), Some("rejected"));
     assert!(last.body().is_empty(), "{}", body_text(&last));
-    let partial = alice_winfo.next_notify(WAIT).await.expect("winfo: carol rejected");
+    let partial = alice_winfo
+        .next_notify(WAIT)
+        .await
+        .expect("winfo: carol rejected");
     let doc = winfo(&partial);
     assert_eq!((doc.state, doc.version), (DocState::Partial, 4));
     assert_eq!(
@@ -239,7 +259,9 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
         )]
     );
     // And she cannot come back: 403.
-    let (again, _) = carol.subscribe("alice@example.com", &carol_token, 300).await;
+    let (again, _) = carol
+        .subscribe("alice@example.com", &carol_token, 300)
+        .await;
     assert_eq!(again.status(), 403);
 }
 
@@ -275,8 +297,14 @@ async fn blocked_watchers_get_403_and_polite_blocked_ones_only_a_neutral_documen
         .rules
         .expect("rules");
     assert_eq!(read.default_action, "allow");
-    assert_eq!(read.watchers.get("dave@example.com").map(String::as_str), Some("block"));
-    assert_eq!(read.domains.get("contoso.com").map(String::as_str), Some("polite-block"));
+    assert_eq!(
+        read.watchers.get("dave@example.com").map(String::as_str),
+        Some("block")
+    );
+    assert_eq!(
+        read.domains.get("contoso.com").map(String::as_str),
+        Some("polite-block")
+    );
     let bad = grpc
         .set_rules(SetRulesRequest {
             presentity: "alice@example.com".into(),
@@ -361,7 +389,10 @@ async fn blocked_watchers_get_403_and_polite_blocked_ones_only_a_neutral_documen
     let neutral = bob.next_notify(WAIT).await.expect("NOTIFY after masking");
     assert_eq!(sub_state(&neutral).state, SubState::Active);
     let text = body_text(&neutral);
-    assert!(text.contains("<basic>closed</basic>") && !text.contains("on a call"), "{text}");
+    assert!(
+        text.contains("<basic>closed</basic>") && !text.contains("on a call"),
+        "{text}"
+    );
 
     // Allowing Erin's domain again unmasks her at once, with the real state.
     let unmasked = grpc
@@ -381,8 +412,15 @@ async fn blocked_watchers_get_403_and_polite_blocked_ones_only_a_neutral_documen
         .expect("SetRules")
         .into_inner();
     assert_eq!(unmasked.subscriptions_changed, 1);
-    let real = erin.next_notify(WAIT).await.expect("NOTIFY after unmasking");
-    assert!(body_text(&real).contains("on a call"), "{}", body_text(&real));
+    let real = erin
+        .next_notify(WAIT)
+        .await
+        .expect("NOTIFY after unmasking");
+    assert!(
+        body_text(&real).contains("on a call"),
+        "{}",
+        body_text(&real)
+    );
     assert!(bob.next_notify(QUIET).await.is_none());
 }
 
@@ -439,7 +477,12 @@ async fn watcher_information_is_only_for_the_presentity_and_follows_unsubscribes
     // Bob unsubscribes: a partial document with him terminated.
     let bye = bob.resubscribe(&mut dialog, &bob_token, 0).await;
     assert_eq!(bye.status(), 200);
-    let partial = winfo(&alice_winfo.next_notify(WAIT).await.expect("partial document"));
+    let partial = winfo(
+        &alice_winfo
+            .next_notify(WAIT)
+            .await
+            .expect("partial document"),
+    );
     assert_eq!((partial.state, partial.version), (DocState::Partial, 2));
     assert_eq!(
         watchers_of(&partial),
@@ -455,7 +498,12 @@ async fn watcher_information_is_only_for_the_presentity_and_follows_unsubscribes
         .resubscribe_to(&mut winfo_dialog, &alice_token, 300, "presence.winfo")
         .await;
     assert_eq!(refreshed.status(), 200);
-    let again = winfo(&alice_winfo.next_notify(WAIT).await.expect("full after refresh"));
+    let again = winfo(
+        &alice_winfo
+            .next_notify(WAIT)
+            .await
+            .expect("full after refresh"),
+    );
     assert_eq!((again.state, again.version), (DocState::Full, 3));
     assert!(watchers_of(&again).is_empty(), "{again:?}");
 }

@@ -57,7 +57,10 @@ async fn publish_is_answered_as_rfc_3903_says() {
         .await;
     assert_eq!(brief.status(), 423);
     assert_eq!(
-        brief.headers().get(&HeaderName::MinExpires).map(|v| v.to_string()),
+        brief
+            .headers()
+            .get(&HeaderName::MinExpires)
+            .map(|v| v.to_string()),
         Some("60".to_string())
     );
 
@@ -81,10 +84,7 @@ async fn publish_is_answered_as_rfc_3903_says() {
         )
         .header(HeaderName::Expires, 600)
         .header(HeaderName::Authorization, format!("Bearer {token}"))
-        .body(
-            "application/pidf+xml",
-            Bytes::from(pidf(aor, "open", "x")),
-        )
+        .body("application/pidf+xml", Bytes::from(pidf(aor, "open", "x")))
         .build();
     let bad_event = alice.call(request).await;
     assert_eq!(bad_event.status(), 489);
@@ -106,7 +106,10 @@ async fn publish_is_answered_as_rfc_3903_says() {
     let unsupported = alice.call(request).await;
     assert_eq!(unsupported.status(), 415);
     assert_eq!(
-        unsupported.headers().get(&HeaderName::Accept).map(|v| v.to_string()),
+        unsupported
+            .headers()
+            .get(&HeaderName::Accept)
+            .map(|v| v.to_string()),
         Some("application/pidf+xml".to_string())
     );
 
@@ -121,7 +124,11 @@ async fn publish_is_answered_as_rfc_3903_says() {
     let tag1 = first.headers().sip_etag().expect("SIP-ETag").to_string();
     let refreshed = alice.publish(&token, Some(&tag1), None, 600).await;
     assert_eq!(refreshed.status(), 200);
-    let tag2 = refreshed.headers().sip_etag().expect("SIP-ETag").to_string();
+    let tag2 = refreshed
+        .headers()
+        .sip_etag()
+        .expect("SIP-ETag")
+        .to_string();
     assert_ne!(tag1, tag2);
     let stale = alice.publish(&token, Some(&tag1), None, 600).await;
     assert_eq!(stale.status(), 412, "a replaced tag is no longer valid");
@@ -150,13 +157,25 @@ async fn two_devices_are_composed_and_one_expiring_is_recomposed() {
     bob.next_notify(WAIT).await.expect("initial NOTIFY");
 
     let desk_published = desk
-        .publish(&alice_token, None, Some(&device_pidf(aor, "desk", "open", "desk phone")), 600)
+        .publish(
+            &alice_token,
+            None,
+            Some(&device_pidf(aor, "desk", "open", "desk phone")),
+            600,
+        )
         .await;
     assert_eq!(desk_published.status(), 200);
-    bob.next_notify(WAIT).await.expect("NOTIFY for the desk phone");
+    bob.next_notify(WAIT)
+        .await
+        .expect("NOTIFY for the desk phone");
     // The mobile's publication lives three seconds.
     let mobile_published = mobile
-        .publish(&alice_token, None, Some(&device_pidf(aor, "mobile", "open", "on the road")), 3)
+        .publish(
+            &alice_token,
+            None,
+            Some(&device_pidf(aor, "mobile", "open", "on the road")),
+            3,
+        )
         .await;
     assert_eq!(mobile_published.status(), 200);
     assert_ne!(
@@ -164,18 +183,28 @@ async fn two_devices_are_composed_and_one_expiring_is_recomposed() {
         desk_published.headers().sip_etag().expect("SIP-ETag"),
         "each device has its own publication"
     );
-    let both = bob.next_notify(WAIT).await.expect("NOTIFY with both devices");
+    let both = bob
+        .next_notify(WAIT)
+        .await
+        .expect("NOTIFY with both devices");
     let text = body_text(&both);
-    assert!(text.contains("desk phone") && text.contains("on the road"), "{text}");
+    assert!(
+        text.contains("desk phone") && text.contains("on the road"),
+        "{text}"
+    );
     assert_eq!(text.matches("<tuple").count(), 2, "{text}");
 
     // The mobile's publication expires: watchers get the desk phone alone.
-    let after = bob.next_notify(Duration::from_secs(10)).await.expect("NOTIFY after expiry");
+    let after = bob
+        .next_notify(Duration::from_secs(10))
+        .await
+        .expect("NOTIFY after expiry");
     let text = body_text(&after);
-    assert!(text.contains("desk phone") && !text.contains("on the road"), "{text}");
     assert!(
-        after.headers().cseq().expect("CSeq").seq > both.headers().cseq().expect("CSeq").seq
+        text.contains("desk phone") && !text.contains("on the road"),
+        "{text}"
     );
+    assert!(after.headers().cseq().expect("CSeq").seq > both.headers().cseq().expect("CSeq").seq);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +250,12 @@ async fn notifications_are_rate_limited_per_dialog_latest_state_winning() {
     let mut tag = None::<String>;
     for i in 0..6 {
         let response = alice
-            .publish(&alice_token, tag.as_deref(), Some(&pidf(aor, "open", &format!("change {i}"))), 600)
+            .publish(
+                &alice_token,
+                tag.as_deref(),
+                Some(&pidf(aor, "open", &format!("change {i}"))),
+                600,
+            )
             .await;
         assert_eq!(response.status(), 200);
         tag = Some(response.headers().sip_etag().expect("SIP-ETag").to_string());
@@ -235,9 +269,16 @@ async fn notifications_are_rate_limited_per_dialog_latest_state_winning() {
             break;
         }
     }
-    assert_eq!(seen.last().map(|s| s.1), Some(Some(5)), "the latest state arrives: {seen:?}");
+    assert_eq!(
+        seen.last().map(|s| s.1),
+        Some(Some(5)),
+        "the latest state arrives: {seen:?}"
+    );
     assert!(seen.len() < 6, "changes were coalesced: {seen:?}");
-    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "in order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+        "in order: {seen:?}"
+    );
 
     // A termination is never held back or dropped by the limit.
     let bye = bob.resubscribe(&mut dialog, &bob_token, 0).await;
@@ -256,32 +297,69 @@ async fn registrations_drive_presence_when_nothing_is_published() {
     let (ok, _) = bob.subscribe(aor, &bob_token, 300).await;
     assert_eq!(ok.status(), 200);
     let first = bob.next_notify(WAIT).await.expect("initial NOTIFY");
-    assert!(body_text(&first).contains("<basic>closed</basic>"), "{}", body_text(&first));
+    assert!(
+        body_text(&first).contains("<basic>closed</basic>"),
+        "{}",
+        body_text(&first)
+    );
 
     // Alice's phone registers (for three seconds): she is open.
     let mut alice = Ua::udp(aor, cluster.edge(0)).await;
     assert_eq!(alice.register(Some(&alice_token), 3).await.status(), 200);
     let registered = bob.next_notify(WAIT).await.expect("NOTIFY on registration");
-    assert!(body_text(&registered).contains("<basic>open</basic>"), "{}", body_text(&registered));
+    assert!(
+        body_text(&registered).contains("<basic>open</basic>"),
+        "{}",
+        body_text(&registered)
+    );
 
     // Her own publication wins over the registration...
     let published = alice
-        .publish(&alice_token, None, Some(&pidf(aor, "closed", "do not disturb")), 600)
+        .publish(
+            &alice_token,
+            None,
+            Some(&pidf(aor, "closed", "do not disturb")),
+            600,
+        )
         .await;
     assert_eq!(published.status(), 200);
-    let own = bob.next_notify(WAIT).await.expect("NOTIFY of the publication");
+    let own = bob
+        .next_notify(WAIT)
+        .await
+        .expect("NOTIFY of the publication");
     let text = body_text(&own);
-    assert!(text.contains("do not disturb") && !text.contains("<basic>open</basic>"), "{text}");
+    assert!(
+        text.contains("do not disturb") && !text.contains("<basic>open</basic>"),
+        "{text}"
+    );
     // ...and when it is removed, the registration shows again.
-    let tag = published.headers().sip_etag().expect("SIP-ETag").to_string();
-    assert_eq!(alice.publish(&alice_token, Some(&tag), None, 0).await.status(), 200);
+    let tag = published
+        .headers()
+        .sip_etag()
+        .expect("SIP-ETag")
+        .to_string();
+    assert_eq!(
+        alice
+            .publish(&alice_token, Some(&tag), None, 0)
+            .await
+            .status(),
+        200
+    );
     let again = bob.next_notify(WAIT).await.expect("NOTIFY after removal");
-    assert!(body_text(&again).contains("<basic>open</basic>"), "{}", body_text(&again));
+    assert!(
+        body_text(&again).contains("<basic>open</basic>"),
+        "{}",
+        body_text(&again)
+    );
 
     // The registration lapses: closed, told to the watcher.
     let lapsed = bob
         .next_notify(Duration::from_secs(10))
         .await
         .expect("NOTIFY when the last registration goes");
-    assert!(body_text(&lapsed).contains("<basic>closed</basic>"), "{}", body_text(&lapsed));
+    assert!(
+        body_text(&lapsed).contains("<basic>closed</basic>"),
+        "{}",
+        body_text(&lapsed)
+    );
 }

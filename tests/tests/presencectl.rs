@@ -326,7 +326,10 @@ async fn presencectl_manages_watchers_and_rules() {
 
     // Alice wants to confirm everybody; Carol subscribes and waits.
     let run = ctl
-        .run(write, &["rules", "alice@example.com", "--default", "confirm"])
+        .run(
+            write,
+            &["rules", "alice@example.com", "--default", "confirm"],
+        )
         .await;
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(row(&run.stdout, "default"), vec!["default", "*", "confirm"]);
@@ -365,14 +368,24 @@ async fn presencectl_manages_watchers_and_rules() {
 
     // Changing rules needs presence:write.
     let refused = ctl
-        .run(Some(&read), &["approve", "alice@example.com", "carol@example.com"])
+        .run(
+            Some(&read),
+            &["approve", "alice@example.com", "carol@example.com"],
+        )
         .await;
     assert!(!refused.ok);
-    assert!(refused.stderr.contains("PermissionDenied"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("PermissionDenied"),
+        "{}",
+        refused.stderr
+    );
 
     // approve: Carol's subscription turns active at once.
     let approved = ctl
-        .json(write, &["approve", "alice@example.com", "carol@example.com"])
+        .json(
+            write,
+            &["approve", "alice@example.com", "carol@example.com"],
+        )
         .await;
     assert_eq!(approved["subscriptions_changed"], 1);
     assert_eq!(approved["watchers"]["carol@example.com"], "allow");
@@ -405,7 +418,10 @@ async fn presencectl_manages_watchers_and_rules() {
         )
         .await;
     assert!(run.ok, "{}", run.stderr);
-    assert_eq!(row(&run.stdout, "domain"), vec!["domain", "spam.example", "block"]);
+    assert_eq!(
+        row(&run.stdout, "domain"),
+        vec!["domain", "spam.example", "block"]
+    );
     assert!(!run.stdout.contains("carol@example.com"), "{}", run.stdout);
     let bad = ctl
         .run(write, &["rules", "alice@example.com", "--default", "maybe"])
@@ -417,7 +433,12 @@ async fn presencectl_manages_watchers_and_rules() {
     let masked = ctl
         .json(
             write,
-            &["reject", "alice@example.com", "carol@example.com", "--polite"],
+            &[
+                "reject",
+                "alice@example.com",
+                "carol@example.com",
+                "--polite",
+            ],
         )
         .await;
     assert_eq!(masked["watchers"]["carol@example.com"], "polite-block");

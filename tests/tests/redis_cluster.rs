@@ -171,7 +171,11 @@ async fn presence_flows_across_edges_on_a_three_master_redis_cluster() {
         let (response, dialog) = watcher.subscribe(aor, &watcher_token, 300).await;
         assert_eq!(response.status(), 200, "SUBSCRIBE to {aor}");
         let initial = watcher.next_notify(WAIT).await.expect("initial NOTIFY");
-        assert!(body(&initial).contains("<basic>open</basic>"), "{}", body(&initial));
+        assert!(
+            body(&initial).contains("<basic>open</basic>"),
+            "{}",
+            body(&initial)
+        );
         assert!(
             cluster.exists_on_owner(&format!("subs:{{{aor}}}:m")),
             "subscription record of {aor} on its master"

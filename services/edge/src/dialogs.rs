@@ -26,17 +26,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pidf::watcherinfo::{
-    DocState, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus,
-};
+use pidf::watcherinfo::{DocState, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus};
 use presence::subscriptions::{DialogRecord, WatcherEntry};
 use store::FeedControl;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::methods::notify::{
-    forget_subscription, send, Delivery, NotifyBody, NotifyState,
-};
+use crate::methods::notify::{forget_subscription, send, Delivery, NotifyBody, NotifyState};
 use crate::methods::ACCEPT;
 use crate::transport::Protocol;
 use crate::Edge;
@@ -597,7 +593,10 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                         refreshed,
                     );
                     match &document {
-                        Some(xml) => (NotifyState::Active(remaining), Some((WATCHERINFO, xml.as_str()))),
+                        Some(xml) => (
+                            NotifyState::Active(remaining),
+                            Some((WATCHERINFO, xml.as_str())),
+                        ),
                         // A change that changed nothing a watcher sees.
                         None => continue,
                     }

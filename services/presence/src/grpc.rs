@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 
 use crate::compositor::{status_name, PresenceView};
 use crate::ownership::Ownership;
-use crate::sources::{parse_status, SetSourceCommand, SourceContent};
 use crate::rules::{self, Action, RuleSet, RulesError};
+use crate::sources::{parse_status, SetSourceCommand, SourceContent};
 use crate::subscriptions::{DialogRecord, SubscriptionStatus, WatcherEntry};
 use crate::watch::{WatchHub, WatchRequest};
 use crate::{
@@ -168,7 +168,10 @@ fn status_to_pb(status: SubscriptionStatus) -> i32 {
 /// Converts a rule set to its protobuf form.
 pub fn rules_to_pb(rules: RuleSet) -> pb::Rules {
     pb::Rules {
-        default_action: rules.default.map(|a| a.as_str().to_string()).unwrap_or_default(),
+        default_action: rules
+            .default
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default(),
         watchers: rules
             .watchers
             .into_iter()
@@ -201,7 +204,8 @@ pub fn rules_from_pb(rules: pb::Rules) -> Result<RuleSet, Status> {
         ..RuleSet::default()
     };
     for (watcher, name) in rules.watchers {
-        set.watchers.insert(rules::normalise(&watcher), action(&name)?);
+        set.watchers
+            .insert(rules::normalise(&watcher), action(&name)?);
     }
     for (domain, name) in rules.domains {
         set.domains

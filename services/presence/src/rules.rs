@@ -220,18 +220,32 @@ mod tests {
         let p = "alice@example.com";
         let policy = DefaultPolicy::SameDomain;
         assert_eq!(rules.decide(policy, p, "friend@other.org"), Action::Allow);
-        assert_eq!(rules.decide(policy, p, "sip:enemy@OTHER.org"), Action::Block);
+        assert_eq!(
+            rules.decide(policy, p, "sip:enemy@OTHER.org"),
+            Action::Block
+        );
         assert_eq!(rules.decide(policy, p, "bob@example.com"), Action::Allow);
         assert_eq!(rules.decide(policy, p, "carol@third.net"), Action::Confirm);
-        assert_eq!(rules.decide(DefaultPolicy::Allow, p, "carol@third.net"), Action::Allow);
+        assert_eq!(
+            rules.decide(DefaultPolicy::Allow, p, "carol@third.net"),
+            Action::Allow
+        );
         rules.default = Some(Action::PoliteBlock);
-        assert_eq!(rules.decide(policy, p, "bob@example.com"), Action::PoliteBlock);
+        assert_eq!(
+            rules.decide(policy, p, "bob@example.com"),
+            Action::PoliteBlock
+        );
         assert_eq!(rules.decide(policy, p, "alice@example.com"), Action::Allow);
     }
 
     #[test]
     fn action_names_round_trip() {
-        for action in [Action::Allow, Action::Block, Action::PoliteBlock, Action::Confirm] {
+        for action in [
+            Action::Allow,
+            Action::Block,
+            Action::PoliteBlock,
+            Action::Confirm,
+        ] {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
         assert_eq!(Action::parse("polite_block"), Some(Action::PoliteBlock));

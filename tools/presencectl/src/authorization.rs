@@ -115,7 +115,11 @@ fn rules_json(presentity: &str, rules: &presence::Rules, changed: u32) -> Value 
 fn print_rules(presentity: &str, response: presence::RulesResponse, json: bool) {
     let rules = response.rules.unwrap_or_default();
     if json {
-        print_json(&rules_json(presentity, &rules, response.subscriptions_changed));
+        print_json(&rules_json(
+            presentity,
+            &rules,
+            response.subscriptions_changed,
+        ));
         return;
     }
     let mut table = Table::new(&["MATCH", "WHO", "ACTION"]);

@@ -41,7 +41,11 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outc
         Ok((package, id)) => (package, id.unwrap_or_default()),
         Err(response) => return response.into(),
     };
-    let body_type = if package == WINFO { WATCHERINFO } else { ACCEPT };
+    let body_type = if package == WINFO {
+        WATCHERINFO
+    } else {
+        ACCEPT
+    };
     let headers = request.headers();
     if let Ok(accept) = headers.accept() {
         if !accept.is_empty() && !accept.iter().any(|t| t.matches(body_type)) {
