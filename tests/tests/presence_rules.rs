@@ -4,9 +4,10 @@
 //! information (`presence.winfo`, RFC 3857/3858) with full and partial
 //! documents.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use cluster_tests::cluster::Cluster;
+use cluster_tests::cluster::{Cluster, Node, Tokens};
 use cluster_tests::ua::{pidf, Ua, WAIT};
 use pidf::watcherinfo::{DocState, WatcherEvent, WatcherInfo, WatcherStatus};
 use rpc::presence::v1::presence_client::PresenceClient;
@@ -68,11 +69,32 @@ async fn presence_client(cluster: &Cluster) -> PresenceClient<Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     let cluster = Cluster::start(1);
-    let alice_token = cluster.tokens.token("alice@example.com");
-    let carol_token = cluster.tokens.token("carol@partner.org");
-    let mut grpc = presence_client(&cluster).await;
+    let grpc = PresenceClient::connect(cluster.presence_url())
+        .await
+        .expect("presence gRPC");
+    confirm_approve_reject(cluster.edge(0), &cluster.tokens, grpc).await;
+}
 
-    let mut alice = Ua::udp("alice@example.com", cluster.edge(0)).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_the_in_memory_backend_of_one_process() {
+    let node = Node::start();
+    let grpc = PresenceClient::connect(node.presence_url())
+        .await
+        .expect("presence gRPC");
+    confirm_approve_reject(node.sip(), &node.tokens, grpc).await;
+}
+
+/// Carol (another domain) waits pending, is approved over gRPC, then
+/// rejected; Alice's watcher-information dialog follows every step.
+async fn confirm_approve_reject(
+    sip_server: SocketAddr,
+    tokens: &Tokens,
+    mut grpc: PresenceClient<Channel>,
+) {
+    let alice_token = tokens.token("alice@example.com");
+    let carol_token = tokens.token("carol@partner.org");
+
+    let mut alice = Ua::udp("alice@example.com", sip_server).await;
     let published = alice
         .publish(
             &alice_token,
@@ -84,7 +106,7 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
     assert_eq!(published.status(), 200);
 
     // Alice watches her own watchers: a full document, nobody yet.
-    let mut alice_winfo = Ua::udp("alice@example.com", cluster.edge(0)).await;
+    let mut alice_winfo = Ua::udp("alice@example.com", sip_server).await;
     let (response, _) = alice_winfo
         .subscribe_winfo("alice@example.com", &alice_token, 300)
         .await;
@@ -103,7 +125,7 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
 
     // Carol is of another domain: the default policy (same-domain) makes
     // her wait. 200 OK, then a pending NOTIFY with no state in it.
-    let mut carol = Ua::udp("carol@partner.org", cluster.edge(0)).await;
+    let mut carol = Ua::udp("carol@partner.org", sip_server).await;
     let (response, _) = carol
         .subscribe("alice@example.com", &carol_token, 300)
         .await;

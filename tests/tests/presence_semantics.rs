@@ -156,13 +156,18 @@ async fn two_devices_are_composed_and_one_expiring_is_recomposed() {
     assert_eq!(ok.status(), 200);
     bob.next_notify(WAIT).await.expect("initial NOTIFY");
 
+    // The desk phone adds a vendor element of its own (prefix of its
+    // choosing): other phones of that vendor must get it back.
+    let desk_document = format!(
+        "<?xml version=\"1.0\"?>\n\
+         <p:presence xmlns:p=\"urn:ietf:params:xml:ns:pidf\" xmlns:acme=\"urn:x-acme:phone\" entity=\"sip:{aor}\">\n\
+         <p:tuple id=\"desk\"><p:status><p:basic>open</p:basic></p:status>\
+         <acme:line-key acme:index=\"3\">speed dial</acme:line-key>\
+         <p:note>desk phone</p:note></p:tuple>\n\
+         </p:presence>\n"
+    );
     let desk_published = desk
-        .publish(
-            &alice_token,
-            None,
-            Some(&device_pidf(aor, "desk", "open", "desk phone")),
-            600,
-        )
+        .publish(&alice_token, None, Some(&desk_document), 600)
         .await;
     assert_eq!(desk_published.status(), 200);
     bob.next_notify(WAIT)
