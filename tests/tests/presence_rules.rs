@@ -76,7 +76,7 @@ async fn a_confirmed_watcher_waits_pending_until_approved_and_winfo_shows_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_on_the_in_memory_backend_of_one_process() {
+async fn confirm_approve_reject_on_the_in_memory_backend_of_one_process() {
     let node = Node::start();
     let grpc = PresenceClient::connect(node.presence_url())
         .await
