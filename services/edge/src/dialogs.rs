@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,11 +49,30 @@ struct Signal {
     /// Where NOTIFYs go from now on: set when a refresh arrived over
     /// another connection (a client that reconnected).
     route: Option<(Protocol, SocketAddr)>,
+    /// Bumped when the state backend lost its data and the dialog's state
+    /// was reset to what the presence service has now, which may be older
+    /// than what was sent (a NOTIFY is due although the version is not
+    /// newer).
+    resets: u64,
 }
 
 struct Entry {
     presentity: String,
     signal: watch::Sender<Signal>,
+    /// The dialog as activated (its route is in the signal).
+    record: DialogRecord,
+    /// Last CSeq used for a NOTIFY, shared with the sender.
+    cseq: Arc<AtomicU32>,
+}
+
+/// A dialog this edge holds, as it stands now (to restore its record after
+/// the state backend lost it).
+#[derive(Clone, Debug)]
+pub struct HeldDialog {
+    pub presentity: String,
+    /// With the current destination and last NOTIFY CSeq.
+    pub record: DialogRecord,
+    pub expires_in: Duration,
 }
 
 #[derive(Default)]
@@ -167,23 +187,31 @@ impl Dialogs {
             refreshes: 1,
             end: None,
             route: None,
+            resets: 0,
         });
         let id = dialog.record.id.clone();
+        let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
+        let mut record = dialog.record;
+        record.transport = dialog.protocol.as_str().to_string();
+        record.remote_addr = dialog.remote.to_string();
         index.dialogs.insert(
             id.clone(),
             Entry {
                 presentity: dialog.presentity.clone(),
                 signal: tx,
+                record: record.clone(),
+                cseq: cseq.clone(),
             },
         );
         let sender = Sender {
-            record: dialog.record,
+            record,
             presentity: dialog.presentity,
             protocol: dialog.protocol,
             remote: dialog.remote,
-            cseq: dialog.first_cseq,
+            cseq,
             last_version: 0,
             refreshes_seen: 0,
+            resets_seen: 0,
         };
         tokio::spawn(run_sender(edge.clone(), sender, rx));
     }
@@ -280,6 +308,68 @@ impl Dialogs {
         }
     }
 
+    /// Every live dialog as it stands now: destination, last CSeq and
+    /// remaining time.
+    pub fn held(&self) -> Vec<HeldDialog> {
+        let Ok(index) = self.index.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        index
+            .dialogs
+            .values()
+            .filter_map(|entry| {
+                let signal = entry.signal.borrow();
+                if signal.end.is_some() {
+                    return None;
+                }
+                let mut record = entry.record.clone();
+                if let Some((protocol, remote)) = signal.route {
+                    record.transport = protocol.as_str().to_string();
+                    record.remote_addr = remote.to_string();
+                }
+                record.notify_cseq = entry.cseq.load(Ordering::SeqCst);
+                Some(HeldDialog {
+                    presentity: entry.presentity.clone(),
+                    record,
+                    expires_in: signal.expires_at.saturating_duration_since(now),
+                })
+            })
+            .collect()
+    }
+
+    /// The state backend lost its data and the presence service's state of
+    /// the dialog's presentity is now `version`: the watcher is sent it,
+    /// even when older than what it has (the state it has is gone). True
+    /// when a NOTIFY is due; false when the dialog already has that version,
+    /// has ended, or is not held here.
+    pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str) -> bool {
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        let pidf: Arc<str> = Arc::from(pidf);
+        // Later announcements are compared with the state as it is now.
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            if w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
+                w.latest = Some((version, pidf.clone()));
+            }
+        }
+        index.dialogs.get(dialog_id).is_some_and(|entry| {
+            entry.signal.send_if_modified(|s| {
+                if s.end.is_some() || s.version == version {
+                    return false;
+                }
+                s.version = version;
+                s.pidf = pidf.clone();
+                s.resets += 1;
+                true
+            })
+        })
+    }
+
     /// Presentities this edge hears (for resynchronisation after a gap).
     pub fn watched(&self) -> Vec<String> {
         self.index
@@ -316,9 +406,17 @@ struct Sender {
     presentity: String,
     protocol: Protocol,
     remote: SocketAddr,
-    cseq: u32,
+    /// Last CSeq used; shared with the index (see [`Dialogs::held`]).
+    cseq: Arc<AtomicU32>,
     last_version: u64,
     refreshes_seen: u64,
+    resets_seen: u64,
+}
+
+impl Sender {
+    fn next_cseq(&self) -> u32 {
+        self.cseq.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
+    }
 }
 
 async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Signal>) {
@@ -331,13 +429,13 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             d.record.remote_addr = remote.to_string();
         }
         if let Some(reason) = &signal.end {
-            d.cseq += 1;
+            let cseq = d.next_cseq();
             let _ = crate::methods::notify::send(
                 &edge,
                 &d.record,
                 d.protocol,
                 d.remote,
-                d.cseq,
+                cseq,
                 None,
                 reason,
                 &signal.pidf,
@@ -345,20 +443,23 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             .await;
             break;
         }
-        let due = signal.version > d.last_version || signal.refreshes != d.refreshes_seen;
+        let due = signal.version > d.last_version
+            || signal.refreshes != d.refreshes_seen
+            || signal.resets != d.resets_seen;
         if due {
             d.refreshes_seen = signal.refreshes;
+            d.resets_seen = signal.resets;
             let remaining = signal
                 .expires_at
                 .saturating_duration_since(Instant::now())
                 .as_secs() as u32;
-            d.cseq += 1;
+            let cseq = d.next_cseq();
             let outcome = crate::methods::notify::send(
                 &edge,
                 &d.record,
                 d.protocol,
                 d.remote,
-                d.cseq,
+                cseq,
                 Some(remaining),
                 "",
                 &signal.pidf,
@@ -394,8 +495,8 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 // The presence service should have ended it by now; do it
                 // here so no dialog outlives its subscription.
                 tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
-                d.cseq += 1;
-                let _ = crate::methods::notify::send(&edge, &d.record, d.protocol, d.remote, d.cseq, None, "timeout", &signal.pidf).await;
+                let cseq = d.next_cseq();
+                let _ = crate::methods::notify::send(&edge, &d.record, d.protocol, d.remote, cseq, None, "timeout", &signal.pidf).await;
                 crate::methods::notify::forget_subscription(&edge, &d.presentity, &d.record.id).await;
                 break;
             }

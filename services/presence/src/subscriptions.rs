@@ -187,6 +187,41 @@ impl Subscriptions {
         })
     }
 
+    /// Re-creates the record of a dialog its edge still holds after the
+    /// backend lost it (a new state epoch): the dialog as the edge knows it,
+    /// expiring `expires_in_ms` from `now_ms`. A stored record is left
+    /// alone — it is newer than the edge's copy or was restored already.
+    /// True when this call re-created it.
+    pub async fn restore(
+        &self,
+        presentity: &str,
+        dialog: DialogRecord,
+        expires_in_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let backend = self.compositor.backend();
+        let key = map_key(presentity);
+        if backend.map_get(&key, &dialog.id).await?.is_some() {
+            return Ok(false);
+        }
+        let member = schedule_member(presentity, &dialog.id);
+        let record = SubscriptionRecord {
+            presentity: presentity.to_string(),
+            expires_at_ms: now_ms + expires_in_ms,
+            status: SubscriptionStatus::Active,
+            dialog,
+        };
+        // Schedule first, as in `subscribe`.
+        backend
+            .schedule(Schedule::Subscriptions, &member, record.expires_at_ms)
+            .await?;
+        backend
+            .map_put(&key, &record.dialog.id, encode(&record)?)
+            .await?;
+        ownership::index(backend.as_ref(), &record.dialog.edge_id, &member).await?;
+        Ok(true)
+    }
+
     /// Removes a subscription; true when this call removed it.
     pub async fn unsubscribe(&self, presentity: &str, dialog_id: &str) -> Result<bool, StoreError> {
         let backend = self.compositor.backend();
