@@ -22,6 +22,7 @@ mod redis_cluster;
 mod replicas;
 mod sipp;
 mod spine;
+mod state_loss;
 mod takeover;
 mod transactions;
 mod transports;
