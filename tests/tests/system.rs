@@ -13,6 +13,7 @@ mod auth;
 mod auth_digest;
 mod auth_peers;
 mod auth_sipp;
+mod containers_edges;
 mod containers_redis;
 mod containers_replicas;
 mod grpc_api;

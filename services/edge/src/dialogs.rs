@@ -81,12 +81,16 @@ struct Index {
     /// Per watched presentity: how many holders (dialogs and subscriptions
     /// being set up) and the latest state heard on its channel.
     watched: HashMap<String, Watched>,
+    /// Counts the states heard on channels; see [`Dialogs::mark`].
+    heard: u64,
 }
 
 #[derive(Default)]
 struct Watched {
     holders: usize,
     latest: Option<(u64, Arc<str>)>,
+    /// The value of `Index::heard` when `latest` was heard.
+    heard_at: u64,
 }
 
 /// A dialog ready to start: what the SUBSCRIBE handler learned.
@@ -225,9 +229,18 @@ impl Dialogs {
     /// A refresh was accepted: new expiry, and a NOTIFY with `version`'s
     /// state (or newer). False when the dialog is not held here.
     pub fn refresh(&self, dialog_id: &str, expires: u32, version: u64, pidf: &str) -> bool {
-        let Ok(index) = self.index.lock() else {
+        let Ok(mut index) = self.index.lock() else {
             return false;
         };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        // A state read now counts as heard now (see `reset`).
+        let heard = index.heard + 1;
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            w.heard_at = heard;
+            index.heard = heard;
+        }
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
@@ -284,6 +297,7 @@ impl Dialogs {
             return;
         };
         let pidf: Arc<str> = Arc::from(pidf);
+        let heard = index.heard + 1;
         let Some(w) = index.watched.get_mut(presentity) else {
             return;
         };
@@ -291,6 +305,8 @@ impl Dialogs {
             return;
         }
         w.latest = Some((version, pidf.clone()));
+        w.heard_at = heard;
+        index.heard = heard;
         for entry in index
             .dialogs
             .values()
@@ -338,12 +354,20 @@ impl Dialogs {
             .collect()
     }
 
+    /// A mark in the sequence of states heard on channels: what is heard
+    /// after it was published after the mark was taken.
+    pub fn mark(&self) -> u64 {
+        self.index.lock().map(|i| i.heard).unwrap_or(u64::MAX)
+    }
+
     /// The state backend lost its data and the presence service's state of
-    /// the dialog's presentity is now `version`: the watcher is sent it,
-    /// even when older than what it has (the state it has is gone). True
-    /// when a NOTIFY is due; false when the dialog already has that version,
-    /// has ended, or is not held here.
-    pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str) -> bool {
+    /// the dialog's presentity was read as `version` after `mark` was
+    /// taken: the watcher is sent it, even when older than what it has (the
+    /// state it has is gone) — unless a state of the presentity was heard
+    /// since the mark: that one was published after the loss and is only
+    /// replaced by a newer one. True when a NOTIFY is due; false when the
+    /// dialog already has that state, has ended, or is not held here.
+    pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str, mark: u64) -> bool {
         let Ok(mut index) = self.index.lock() else {
             return false;
         };
@@ -351,15 +375,22 @@ impl Dialogs {
             return false;
         };
         let pidf: Arc<str> = Arc::from(pidf);
-        // Later announcements are compared with the state as it is now.
+        let mut heard_since_mark = false;
         if let Some(w) = index.watched.get_mut(&presentity) {
-            if w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
+            heard_since_mark = w.heard_at > mark;
+            // Later announcements are compared with the state as it is now.
+            if !heard_since_mark && w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
                 w.latest = Some((version, pidf.clone()));
             }
         }
         index.dialogs.get(dialog_id).is_some_and(|entry| {
             entry.signal.send_if_modified(|s| {
-                if s.end.is_some() || s.version == version {
+                let replace = if heard_since_mark {
+                    version > s.version
+                } else {
+                    version != s.version
+                };
+                if s.end.is_some() || !replace {
                     return false;
                 }
                 s.version = version;

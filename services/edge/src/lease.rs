@@ -95,6 +95,9 @@ pub async fn renew(edge: &Edge, release: bool) -> Result<String, tonic::Status> 
 /// Re-creates the subscription record of every dialog held here and sends
 /// each watcher the current state.
 async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status> {
+    // States heard from here on were published after the loss; see
+    // `Dialogs::reset`.
+    let mark = edge.dialogs.mark();
     let held = edge.dialogs.held();
     tracing::warn!(
         old_epoch = %old,
@@ -142,6 +145,7 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
                 &dialog.dialog_id,
                 state.version,
                 &String::from_utf8_lossy(&state.pidf),
+                mark,
             ) {
                 notified += 1;
             }
