@@ -38,17 +38,22 @@ const RESTORE_BATCH: usize = 500;
 /// Renews the lease and claims orphaned dialogs, forever.
 pub async fn run(edge: Arc<Edge>) {
     let ttl = edge.config.lease_ttl;
-    let mut tick = tokio::time::interval(edge.config.claim_interval.min(ttl / 3));
+    let period = edge.config.claim_interval.min(ttl / 3);
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewed: Option<Instant> = None;
     // The epoch whose records match the dialogs held here.
     let mut epoch: Option<String> = None;
     loop {
         tick.tick().await;
-        if renewed.is_none_or(|at| at.elapsed() >= ttl / 3) {
+        // Half a tick of slack: a renewal that started a moment after its
+        // tick would otherwise be seen as not yet due a whole third later,
+        // and wait for one more tick.
+        if renewed.is_none_or(|at| at.elapsed() + period / 2 >= ttl / 3) {
+            let started = Instant::now();
             match renew(&edge, false).await {
                 Ok(current) => {
-                    renewed = Some(Instant::now());
+                    renewed = Some(started);
                     epoch = follow_epoch(&edge, epoch, current).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
