@@ -13,6 +13,8 @@ use cluster_tests::cluster::Cluster;
 use cluster_tests::free_port;
 use cluster_tests::process::{wait_for_tcp, Process};
 use cluster_tests::ua::{pidf, Ua, WAIT};
+use rpc::presence::v1::presence_client::PresenceClient;
+use rpc::presence::v1::{GetPresenceRequest, PresenceState};
 use sip::{Request, SubState};
 use store::{Backend, Key, Kind, Schedule};
 
@@ -119,6 +121,40 @@ async fn subscription_record(backend: &dyn Backend, dialog_id: &str) -> Option<s
     .map(|raw| serde_json::from_slice(&raw).expect("a JSON subscription record"))
 }
 
+/// Alice's composed state as the presence service has it now.
+async fn composed(url: &str) -> PresenceState {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .expect("presence URL")
+        .connect_lazy();
+    PresenceClient::new(channel)
+        .get_presence(GetPresenceRequest {
+            presentity: ALICE.into(),
+        })
+        .await
+        .expect("GetPresence")
+        .into_inner()
+}
+
+/// A NOTIFY of the presence package carrying exactly `state`'s document.
+fn assert_carries(notify: &Request, state: &PresenceState) {
+    let headers = notify.headers();
+    let event = headers.event().expect("valid Event").expect("Event");
+    assert_eq!(event.package, "presence");
+    let media = headers
+        .content_type()
+        .expect("valid Content-Type")
+        .expect("Content-Type");
+    assert!(
+        media.matches("application/pidf+xml"),
+        "Content-Type {media:?}"
+    );
+    assert_eq!(
+        body(notify),
+        String::from_utf8_lossy(&state.pidf),
+        "the NOTIFY carries the composed document"
+    );
+}
+
 async fn wait_for_epoch(backend: &dyn Backend) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -170,6 +206,9 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
         )
     );
     assert!(body(&initial).contains("before the loss"));
+    let before = composed(&cluster.presence_url()).await;
+    assert_eq!(before.note, "before the loss");
+    assert_carries(&initial, &before);
     let first_cseq = cseq(&initial);
     let dialog_id = dialog.remote_tag.clone();
     let stored = subscription_record(backend.as_ref(), &dialog_id)
@@ -219,6 +258,10 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
         "{}",
         body(&reset)
     );
+    // Exactly what the service has now: nothing published (version 0).
+    let lost = composed(&cluster.presence_url()).await;
+    assert_eq!(lost.version, 0);
+    assert_carries(&reset, &lost);
 
     let new_epoch = epoch(backend.as_ref()).await.expect("a new epoch");
     assert_ne!(new_epoch, old_epoch);
@@ -282,6 +325,10 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
     assert!(cseq(&change) > cseq(&reset));
     assert!(body(&change).contains("after the loss"));
     assert!(body(&change).contains("<basic>open</basic>"));
+    let after = composed(&cluster.presence_url()).await;
+    assert_eq!(after.note, "after the loss");
+    assert!(after.version > before.version, "versions still go forward");
+    assert_carries(&change, &after);
 
     // The restored record serves a refresh (a lost one would answer 481).
     let refreshed = bob.resubscribe(&mut dialog, &bob_token, 600).await;
@@ -289,7 +336,7 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
     let after_refresh = bob.next_notify(WAIT).await.expect("NOTIFY after a refresh");
     assert_eq!(dialog_of(&after_refresh), identity);
     assert!(cseq(&after_refresh) > cseq(&change));
-    assert!(body(&after_refresh).contains("after the loss"));
+    assert_carries(&after_refresh, &after);
     assert!(
         bob.next_notify(Duration::from_secs(1)).await.is_none(),
         "one NOTIFY per event"
