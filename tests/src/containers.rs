@@ -9,7 +9,7 @@
 //! published SIP ports on 127.0.0.1. Faults are real: `docker kill
 //! --signal KILL`, stop and start, pause and unpause.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -28,6 +28,8 @@ pub const REDIS_IMAGE: &str = "presence-redis";
 pub const TAG: &str = "local";
 
 const SIP: ContainerPort = ContainerPort::Udp(5060);
+const PRESENCE_GRPC: ContainerPort = ContainerPort::Tcp(50051);
+const REGISTRAR_GRPC: ContainerPort = ContainerPort::Tcp(50052);
 const STARTUP: Duration = Duration::from_secs(120);
 const JWKS_IN_CONTAINER: &str = "/etc/presence/jwks.json";
 
@@ -81,6 +83,10 @@ pub struct Shape {
     pub edges: usize,
     /// Deadline of the edges' gRPC calls.
     pub rpc_timeout: Duration,
+    /// Redis with an append-only file synced on every write (kept in the
+    /// container's own file system, which a stop and start preserves);
+    /// otherwise no persistence at all.
+    pub redis_persistence: bool,
 }
 
 impl Default for Shape {
@@ -90,6 +96,7 @@ impl Default for Shape {
             registrar_replicas: 1,
             edges: 2,
             rpc_timeout: Duration::from_millis(2000),
+            redis_persistence: false,
         }
     }
 }
@@ -104,6 +111,10 @@ pub struct ContainerCluster {
     pub registrar: Vec<ContainerAsync<GenericImage>>,
     pub edges: Vec<ContainerAsync<GenericImage>>,
     edge_addrs: Vec<SocketAddr>,
+    /// The edges' own addresses on the network (SIP port 5060).
+    edge_network_addrs: Vec<SocketAddr>,
+    /// This machine's address on the network.
+    gateway: IpAddr,
     _turn: OwnedMutexGuard<()>,
 }
 
@@ -114,14 +125,16 @@ fn log_level() -> String {
 }
 
 /// A container of the services' image on `network`, named `name`, ready
-/// when `ready` appears on its standard error.
+/// when `ready` appears on its standard error, with `port` published.
 fn service(
     network: &str,
     name: &str,
     ready: &str,
+    port: ContainerPort,
     command: Vec<String>,
 ) -> ContainerRequest<GenericImage> {
     GenericImage::new(APP_IMAGE, TAG)
+        .with_exposed_port(port)
         .with_wait_for(WaitFor::message_on_stderr(ready))
         .with_container_name(name)
         .with_network(network)
@@ -146,11 +159,30 @@ impl ContainerCluster {
         let redis_name = format!("{name}-redis");
         let redis_url = format!("redis://{redis_name}:6379");
 
-        let redis = GenericImage::new(REDIS_IMAGE, TAG)
+        let mut redis = GenericImage::new(REDIS_IMAGE, TAG)
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
             .with_container_name(&redis_name)
             .with_network(&name)
-            .with_startup_timeout(STARTUP)
+            .with_startup_timeout(STARTUP);
+        if shape.redis_persistence {
+            redis = redis.with_cmd(strings(&[
+                "--bind",
+                "0.0.0.0",
+                "--port",
+                "6379",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                "/data",
+            ]));
+        }
+        let redis = redis
             .start()
             .await
             .expect("starting the Redis container (scripts/build-images.sh makes its image)");
@@ -164,6 +196,7 @@ impl ContainerCluster {
                 &name,
                 container,
                 "presence serving gRPC",
+                PRESENCE_GRPC,
                 strings(&[
                     "/usr/local/bin/presence",
                     "--redis-url",
@@ -185,6 +218,7 @@ impl ContainerCluster {
                 &name,
                 container,
                 "registrar serving gRPC",
+                REGISTRAR_GRPC,
                 strings(&[
                     "/usr/local/bin/registrar",
                     "--redis-url",
@@ -277,13 +311,25 @@ impl ContainerCluster {
             );
         }
         let mut edge_addrs = Vec::new();
+        let mut edge_network_addrs = Vec::new();
         for edge in &edges {
             let port = edge
                 .get_host_port_ipv4(SIP)
                 .await
                 .expect("published SIP port");
             edge_addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+            let ip = docker_format(
+                &["inspect", edge.id()],
+                &format!("{{{{(index .NetworkSettings.Networks \"{name}\").IPAddress}}}}"),
+            )
+            .await;
+            edge_network_addrs.push(SocketAddr::new(ip, 5060));
         }
+        let gateway = docker_format(
+            &["network", "inspect", &name],
+            "{{(index .IPAM.Config 0).Gateway}}",
+        )
+        .await;
         ContainerCluster {
             name,
             tokens,
@@ -292,8 +338,41 @@ impl ContainerCluster {
             registrar,
             edges,
             edge_addrs,
+            edge_network_addrs,
+            gateway,
             _turn: turn,
         }
+    }
+
+    /// Edge `i`'s own address on the network. A UA bound to [`Self::gateway`]
+    /// that talks to it directly is seen by the edges at its real address,
+    /// which any edge can reach — through a published port it would be seen
+    /// at Docker's proxy for that edge, which dies with the edge.
+    pub fn edge_on_network(&self, i: usize) -> SocketAddr {
+        self.edge_network_addrs[i]
+    }
+
+    /// This machine's address on the cluster's network.
+    pub fn gateway(&self) -> IpAddr {
+        self.gateway
+    }
+
+    /// The URL of presence replica `i`'s gRPC API, published on 127.0.0.1.
+    pub async fn presence_url(&self, i: usize) -> String {
+        let port = self.presence[i]
+            .get_host_port_ipv4(PRESENCE_GRPC)
+            .await
+            .expect("published presence port");
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// The URL of registrar replica `i`'s gRPC API, published on 127.0.0.1.
+    pub async fn registrar_url(&self, i: usize) -> String {
+        let port = self.registrar[i]
+            .get_host_port_ipv4(REGISTRAR_GRPC)
+            .await
+            .expect("published registrar port");
+        format!("http://127.0.0.1:{port}")
     }
 
     /// The published SIP (UDP) address of edge `i` on 127.0.0.1.
@@ -318,6 +397,23 @@ impl ContainerCluster {
         }
         states
     }
+}
+
+/// An address `docker <args> --format <format>` prints.
+async fn docker_format(args: &[&str], format: &str) -> IpAddr {
+    let output = tokio::process::Command::new("docker")
+        .args(args)
+        .args(["--format", format])
+        .output()
+        .await
+        .expect("running docker");
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    text.parse().unwrap_or_else(|_| {
+        panic!(
+            "docker {args:?} printed {text:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// Kills a container's processes with SIGKILL (`docker kill`), as a crash
@@ -348,5 +444,21 @@ pub async fn logs(container: &ContainerAsync<GenericImage>, lines: usize) -> Str
             String::from_utf8_lossy(&o.stderr)
         ),
         Err(e) => format!("(docker logs failed: {e})"),
+    }
+}
+
+/// Waits (up to a minute) until `container` logged `line` `times` times.
+pub async fn wait_for_log(container: &ContainerAsync<GenericImage>, line: &str, times: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = logs(container, 400).await;
+        if text.matches(line).count() >= times {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{line:?} not logged {times} times:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -97,6 +97,16 @@ impl Ua {
         Ua::with_link(aor, server, local, Link::Udp(socket), "UDP")
     }
 
+    /// A UA for `aor` talking UDP to `server` from `bind` (an address of
+    /// this machine that the server can reach back).
+    pub async fn udp_from(aor: &str, bind: std::net::IpAddr, server: SocketAddr) -> Ua {
+        let socket = UdpSocket::bind(SocketAddr::new(bind, 0))
+            .await
+            .expect("binding UDP");
+        let local = socket.local_addr().expect("local address");
+        Ua::with_link(aor, server, local, Link::Udp(socket), "UDP")
+    }
+
     /// A UA for `aor` talking TCP to `server`.
     pub async fn tcp(aor: &str, server: SocketAddr) -> Ua {
         let stream = TcpStream::connect(server).await.expect("connecting TCP");

@@ -14,7 +14,7 @@
 //! are folded into one observation.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -110,8 +110,24 @@ impl Watcher {
         edge: SocketAddr,
         expires: u32,
     ) -> Watcher {
+        Watcher::subscribe_from(tokens, name, presentity, edge, expires, None).await
+    }
+
+    /// Like [`Watcher::subscribe`], the UA bound to `bind` (loopback when
+    /// `None`).
+    pub async fn subscribe_from(
+        tokens: &Tokens,
+        name: &str,
+        presentity: &str,
+        edge: SocketAddr,
+        expires: u32,
+        bind: Option<IpAddr>,
+    ) -> Watcher {
         let token = tokens.token(name);
-        let mut ua = Ua::udp(name, edge).await;
+        let mut ua = match bind {
+            Some(ip) => Ua::udp_from(name, ip, edge).await,
+            None => Ua::udp(name, edge).await,
+        };
         let deadline = Instant::now() + CHANGE_DEADLINE;
         let dialog = loop {
             let (response, dialog) = ua.subscribe(presentity, &token, expires).await;
@@ -416,6 +432,15 @@ pub async fn publish_series(
     (ua, report)
 }
 
+/// Which edges a load's publishers and watchers use, and where their UAs
+/// are bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread<'a> {
+    pub publisher_edges: &'a [SocketAddr],
+    pub watcher_edges: &'a [SocketAddr],
+    pub bind: Option<IpAddr>,
+}
+
 /// A whole load: publishers and their watchers.
 pub struct Load {
     pub watchers: Vec<Watcher>,
@@ -434,6 +459,30 @@ impl Load {
         watchers_per_presentity: usize,
         pace: Pace,
     ) -> Load {
+        let spread = Spread {
+            publisher_edges: edges,
+            watcher_edges: edges,
+            bind: None,
+        };
+        Load::start_spread(tokens, spread, presentities, watchers_per_presentity, pace).await
+    }
+
+    /// Like [`Load::start`], with publishers and watchers on edges of
+    /// their own: publisher `i` on `publisher_edges[i % len]`, watcher `w`
+    /// of presentity `i` on `watcher_edges[(i + w + 1) % len]`, every UA
+    /// bound to `spread.bind`.
+    pub async fn start_spread(
+        tokens: &Tokens,
+        spread: Spread<'_>,
+        presentities: usize,
+        watchers_per_presentity: usize,
+        pace: Pace,
+    ) -> Load {
+        let Spread {
+            publisher_edges,
+            watcher_edges,
+            bind,
+        } = spread;
         let run = hex::encode(rand::random::<[u8; 3]>());
         let names: Vec<String> = (0..presentities)
             .map(|i| format!("pub{i}-{run}@example.com"))
@@ -442,14 +491,20 @@ impl Load {
         for (i, presentity) in names.iter().enumerate() {
             for w in 0..watchers_per_presentity {
                 let name = format!("watch{w}-of-pub{i}-{run}@example.com");
-                let edge = edges[(i + w + 1) % edges.len()];
-                watchers.push(Watcher::subscribe(tokens, &name, presentity, edge, 600).await);
+                let edge = watcher_edges[(i + w + 1) % watcher_edges.len()];
+                watchers.push(
+                    Watcher::subscribe_from(tokens, &name, presentity, edge, 600, bind).await,
+                );
             }
         }
         let progress = Progress::default();
         let mut publishers = Vec::new();
         for (i, presentity) in names.iter().enumerate() {
-            let ua = Ua::udp(presentity, edges[i % edges.len()]).await;
+            let edge = publisher_edges[i % publisher_edges.len()];
+            let ua = match bind {
+                Some(ip) => Ua::udp_from(presentity, ip, edge).await,
+                None => Ua::udp(presentity, edge).await,
+            };
             let observed: Vec<_> = watchers
                 .iter()
                 .filter(|w| &w.presentity == presentity)
@@ -578,4 +633,54 @@ pub fn check_all(
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     verdicts
+}
+
+/// CSeq numbers an edge skips when it takes a dialog over (the edge's
+/// `TAKEOVER_CSEQ_GAP`).
+pub const TAKEOVER_CSEQ_GAP: u32 = 10_000;
+
+/// Where in `seen` another edge took the dialog over: the first NOTIFY
+/// whose CSeq is the takeover gap above the first NOTIFY's. (The new owner
+/// starts the gap above the CSeq stored with the dialog, which may be lower
+/// than the last one used but never lower than the first one's predecessor.)
+pub fn takeover_index(seen: &[Seen]) -> Option<usize> {
+    let first = seen.first()?.cseq;
+    seen.iter()
+        .position(|s| s.cseq >= first.saturating_add(TAKEOVER_CSEQ_GAP))
+}
+
+/// `seen` without the NOTIFY a takeover sends of the state the watcher
+/// already had (the new owner cannot know whether the old one delivered
+/// it), and whether there was one.
+pub fn fold_takeover(seen: &[Seen]) -> (Vec<Seen>, bool) {
+    let mut folded = seen.to_vec();
+    if let Some(at) = takeover_index(seen) {
+        if seen[at].note == seen[at - 1].note {
+            folded.remove(at);
+            return (folded, true);
+        }
+    }
+    (folded, false)
+}
+
+/// Whether a NOTIFY carries the neutral document of a presentity with
+/// nothing published: what a watcher is sent when its presentity's state
+/// was lost with the data.
+pub fn is_neutral(seen: &Seen) -> bool {
+    seen.state == SubState::Active && seen.note.is_none() && !seen.basic_open
+}
+
+/// `seen` without the neutral NOTIFYs after the first one (see
+/// [`is_neutral`]), and how many were removed.
+pub fn without_neutral(seen: &[Seen]) -> (Vec<Seen>, usize) {
+    let mut kept = Vec::with_capacity(seen.len());
+    let mut removed = 0;
+    for (i, s) in seen.iter().enumerate() {
+        if i > 0 && is_neutral(s) {
+            removed += 1;
+        } else {
+            kept.push(s.clone());
+        }
+    }
+    (kept, removed)
 }

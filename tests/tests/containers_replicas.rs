@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use cluster_tests::containers::{kill, logs, ContainerCluster, Shape};
+use cluster_tests::containers::{kill, wait_for_log, ContainerCluster, Shape};
 use cluster_tests::ua::Ua;
 use cluster_tests::workload::{check_all, Load, Pace, PublishReport, Seen};
 use sip::SubState;
@@ -43,26 +43,6 @@ async fn keep_registering(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     answers
-}
-
-/// Waits until a restarted container logged `line` `times` times.
-async fn wait_for_log(
-    container: &testcontainers::ContainerAsync<testcontainers::GenericImage>,
-    line: &str,
-    times: usize,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = logs(container, 200).await;
-        if text.matches(line).count() >= times {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{line:?} not logged {times} times:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,9 @@ pub enum Kind {
     /// The dialogs one edge owns (entity: the edge id), so that survivors
     /// can find and claim them when its lease lapses.
     EdgeDialogs,
+    /// The state epoch (entity: `cluster`): a random id created when the
+    /// backend holds none, so a backend that lost its data is noticed.
+    Epoch,
 }
 
 impl Kind {
@@ -88,6 +91,7 @@ impl Kind {
             Kind::Subscriptions => "subs",
             Kind::Rules => "rules",
             Kind::EdgeDialogs => "edge",
+            Kind::Epoch => "epoch",
         }
     }
 }

@@ -19,7 +19,7 @@
 //! | [`Schedule::Leases`]         | `sched:leases`             | sorted set | member edge id, score lease end  |
 //!
 //! `<prefix>` is [`Kind::prefix`](crate::Kind::prefix): `reg`, `pres`,
-//! `subs`, `rules`. A record hash has two fields: `rev` (decimal revision,
+//! `subs`, `rules`, `edge`, `epoch`. A record hash has two fields: `rev` (decimal revision,
 //! never 0) and `val` (the value bytes); its TTL is the key's PEXPIRE, so an
 //! expired record disappears whole and reads as absent (revision 0). A map
 //! is a plain hash of field to value without TTL. The schedule keys are

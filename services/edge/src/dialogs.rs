@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,11 +87,30 @@ struct Signal {
     /// Where NOTIFYs go from now on: set when a refresh arrived over
     /// another connection (a client that reconnected).
     route: Option<(Protocol, SocketAddr)>,
+    /// Bumped when the state backend lost its data and the dialog's state
+    /// was reset to what the presence service has now, which may be older
+    /// than what was sent (a NOTIFY is due although the version is not
+    /// newer).
+    resets: u64,
 }
 
 struct Entry {
     presentity: String,
     signal: watch::Sender<Signal>,
+    /// The dialog as activated (its route is in the signal).
+    record: DialogRecord,
+    /// Last CSeq used for a NOTIFY, shared with the sender.
+    cseq: Arc<AtomicU32>,
+}
+
+/// A dialog this edge holds, as it stands now (to restore its record after
+/// the state backend lost it).
+#[derive(Clone, Debug)]
+pub struct HeldDialog {
+    pub presentity: String,
+    /// With the current destination and last NOTIFY CSeq.
+    pub record: DialogRecord,
+    pub expires_in: Duration,
 }
 
 #[derive(Default)]
@@ -99,12 +119,16 @@ struct Index {
     /// Per watched presentity: how many holders (dialogs and subscriptions
     /// being set up) and the latest state heard on its channel.
     watched: HashMap<String, Watched>,
+    /// Counts the states heard on channels; see [`Dialogs::mark`].
+    heard: u64,
 }
 
 #[derive(Default)]
 struct Watched {
     holders: usize,
     latest: Option<(u64, Arc<str>)>,
+    /// The value of `Index::heard` when `latest` was heard.
+    heard_at: u64,
 }
 
 /// A dialog ready to start: what the SUBSCRIBE handler learned.
@@ -214,24 +238,32 @@ impl Dialogs {
             refreshes: 1,
             end: None,
             route: None,
+            resets: 0,
         });
         let id = dialog.record.id.clone();
+        let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
+        let mut record = dialog.record;
+        record.transport = dialog.protocol.as_str().to_string();
+        record.remote_addr = dialog.remote.to_string();
         index.dialogs.insert(
             id.clone(),
             Entry {
                 presentity: dialog.presentity.clone(),
                 signal: tx,
+                record: record.clone(),
+                cseq: cseq.clone(),
             },
         );
         let sender = Sender {
-            record: dialog.record,
+            record,
             presentity: dialog.presentity,
             protocol: dialog.protocol,
             remote: dialog.remote,
-            cseq: dialog.first_cseq,
+            cseq,
             last_version: 0,
             refreshes_seen: 0,
             winfo: WinfoState::default(),
+            resets_seen: 0,
         };
         tokio::spawn(run_sender(edge.clone(), sender, rx));
     }
@@ -245,9 +277,18 @@ impl Dialogs {
     /// A refresh was accepted: new expiry, and a NOTIFY with `version`'s
     /// state (or newer). False when the dialog is not held here.
     pub fn refresh(&self, dialog_id: &str, expires: u32, version: u64, pidf: &str) -> bool {
-        let Ok(index) = self.index.lock() else {
+        let Ok(mut index) = self.index.lock() else {
             return false;
         };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        // A state read now counts as heard now (see `reset`).
+        let heard = index.heard + 1;
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            w.heard_at = heard;
+            index.heard = heard;
+        }
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
@@ -372,6 +413,7 @@ impl Dialogs {
             return;
         };
         let pidf: Arc<str> = Arc::from(pidf);
+        let heard = index.heard + 1;
         let Some(w) = index.watched.get_mut(presentity) else {
             return;
         };
@@ -379,6 +421,8 @@ impl Dialogs {
             return;
         }
         w.latest = Some((version, pidf.clone()));
+        w.heard_at = heard;
+        index.heard = heard;
         for entry in index
             .dialogs
             .values()
@@ -394,6 +438,85 @@ impl Dialogs {
                 }
             });
         }
+    }
+
+    /// Every live dialog as it stands now: destination, last CSeq and
+    /// remaining time.
+    pub fn held(&self) -> Vec<HeldDialog> {
+        let Ok(index) = self.index.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        index
+            .dialogs
+            .values()
+            .filter_map(|entry| {
+                let signal = entry.signal.borrow();
+                if signal.end.is_some() {
+                    return None;
+                }
+                let mut record = entry.record.clone();
+                if let Some((protocol, remote)) = signal.route {
+                    record.transport = protocol.as_str().to_string();
+                    record.remote_addr = remote.to_string();
+                }
+                record.notify_cseq = entry.cseq.load(Ordering::SeqCst);
+                Some(HeldDialog {
+                    presentity: entry.presentity.clone(),
+                    record,
+                    expires_in: signal.expires_at.saturating_duration_since(now),
+                })
+            })
+            .collect()
+    }
+
+    /// A mark in the sequence of states heard on channels: what is heard
+    /// after it was published after the mark was taken.
+    pub fn mark(&self) -> u64 {
+        self.index.lock().map(|i| i.heard).unwrap_or(u64::MAX)
+    }
+
+    /// The state backend lost its data and the presence service's state of
+    /// the dialog's presentity was read as `version` after `mark` was
+    /// taken: the watcher is sent it, even when older than what it has (the
+    /// state it has is gone) — unless a state of the presentity was heard
+    /// since the mark: that one was published after the loss and is only
+    /// replaced by a newer one. True when a NOTIFY is due; false when the
+    /// dialog already has that state, has ended, or is not held here.
+    pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str, mark: u64) -> bool {
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        let pidf: Arc<str> = Arc::from(pidf);
+        let mut heard_since_mark = false;
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            heard_since_mark = w.heard_at > mark;
+            // Later announcements are compared with the state as it is now.
+            if !heard_since_mark && w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
+                w.latest = Some((version, pidf.clone()));
+            }
+        }
+        index.dialogs.get(dialog_id).is_some_and(|entry| {
+            entry.signal.send_if_modified(|s| {
+                let replace = if heard_since_mark {
+                    version > s.version
+                } else {
+                    version != s.version
+                };
+                // Masked, pending and winfo dialogs never carry the
+                // presentity's state.
+                if s.end.is_some() || !replace || s.mode != Mode::Presence {
+                    return false;
+                }
+                s.version = version;
+                s.pidf = pidf.clone();
+                s.resets += 1;
+                true
+            })
+        })
     }
 
     /// Presentities this edge hears (for resynchronisation after a gap).
@@ -432,10 +555,18 @@ struct Sender {
     presentity: String,
     protocol: Protocol,
     remote: SocketAddr,
-    cseq: u32,
+    /// Last CSeq used; shared with the index (see [`Dialogs::held`]).
+    cseq: Arc<AtomicU32>,
     last_version: u64,
     refreshes_seen: u64,
     winfo: WinfoState,
+    resets_seen: u64,
+}
+
+impl Sender {
+    fn next_cseq(&self) -> u32 {
+        self.cseq.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
+    }
 }
 
 /// What a winfo dialog has reported so far.
@@ -553,14 +684,14 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             d.record.remote_addr = remote.to_string();
         }
         if let Some(reason) = &signal.end {
-            d.cseq += 1;
+            let cseq = d.next_cseq();
             let body = final_body(signal.mode, reason, &signal.pidf);
             let _ = send(
                 &edge,
                 &d.record,
                 d.protocol,
                 d.remote,
-                d.cseq,
+                cseq,
                 NotifyState::Terminated(reason),
                 body,
             )
@@ -568,12 +699,14 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             break;
         }
         let refreshed = signal.refreshes != d.refreshes_seen;
+        let reset = signal.resets != d.resets_seen;
         let due = match signal.mode {
             Mode::Winfo => refreshed || signal.watchers.at_ms > d.winfo.at_ms,
-            _ => refreshed || signal.version > d.last_version,
+            _ => refreshed || reset || signal.version > d.last_version,
         };
         if due {
             d.refreshes_seen = signal.refreshes;
+            d.resets_seen = signal.resets;
             let remaining = signal
                 .expires_at
                 .saturating_duration_since(Instant::now())
@@ -602,8 +735,8 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                     }
                 }
             };
-            d.cseq += 1;
-            let outcome = send(&edge, &d.record, d.protocol, d.remote, d.cseq, state, body).await;
+            let cseq = d.next_cseq();
+            let outcome = send(&edge, &d.record, d.protocol, d.remote, cseq, state, body).await;
             match outcome {
                 Delivery::Delivered => d.last_version = signal.version,
                 Delivery::Refused(status) => {
@@ -633,9 +766,9 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 // The presence service should have ended it by now; do it
                 // here so no dialog outlives its subscription.
                 tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
-                d.cseq += 1;
+                let cseq = d.next_cseq();
                 let body = final_body(signal.mode, "timeout", &signal.pidf);
-                let _ = send(&edge, &d.record, d.protocol, d.remote, d.cseq, NotifyState::Terminated("timeout"), body).await;
+                let _ = send(&edge, &d.record, d.protocol, d.remote, cseq, NotifyState::Terminated("timeout"), body).await;
                 forget_subscription(&edge, &d.presentity, &d.record.id).await;
                 break;
             }

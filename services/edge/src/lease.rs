@@ -8,12 +8,23 @@
 //! once. Watchers over UDP simply see NOTIFYs continue (from another
 //! address); a watcher whose stream connection died with its edge cannot be
 //! reached, so its subscription ends and it re-subscribes through any edge.
+//!
+//! Each renewal also names the state epoch. When it changes, the state
+//! backend lost its data (a Redis restarted without persistence): the
+//! subscription records of every dialog held here are gone while the
+//! watchers keep their dialogs and will not re-subscribe before their
+//! refresh. The edge then restores every record it holds (`RestoreDialogs`:
+//! same dialog, remaining expiry, CSeq as used) and sends each watcher the
+//! state the presence service has now.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rpc::presence::v1::{ClaimDialogsRequest, ClaimedDialog, RenewLeaseRequest};
+use rpc::presence::v1::{
+    ClaimDialogsRequest, ClaimedDialog, HeldDialog, RenewLeaseRequest, RestoreDialogsRequest,
+    UnsubscribeRequest,
+};
 
 use crate::dialogs::NewDialog;
 use crate::transport::Protocol;
@@ -21,18 +32,30 @@ use crate::Edge;
 
 /// Dialogs claimed per call; survivors alternate, spreading the load.
 const CLAIM_BATCH: u32 = 200;
+/// Dialogs restored per call after a loss of state.
+const RESTORE_BATCH: usize = 500;
 
 /// Renews the lease and claims orphaned dialogs, forever.
 pub async fn run(edge: Arc<Edge>) {
     let ttl = edge.config.lease_ttl;
-    let mut tick = tokio::time::interval(edge.config.claim_interval.min(ttl / 3));
+    let period = edge.config.claim_interval.min(ttl / 3);
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewed: Option<Instant> = None;
+    // The epoch whose records match the dialogs held here.
+    let mut epoch: Option<String> = None;
     loop {
         tick.tick().await;
-        if renewed.is_none_or(|at| at.elapsed() >= ttl / 3) {
+        // Half a tick of slack: a renewal that started a moment after its
+        // tick would otherwise be seen as not yet due a whole third later,
+        // and wait for one more tick.
+        if renewed.is_none_or(|at| at.elapsed() + period / 2 >= ttl / 3) {
+            let started = Instant::now();
             match renew(&edge, false).await {
-                Ok(()) => renewed = Some(Instant::now()),
+                Ok(current) => {
+                    renewed = Some(started);
+                    epoch = follow_epoch(&edge, epoch, current).await;
+                }
                 Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
             }
         }
@@ -40,8 +63,29 @@ pub async fn run(edge: Arc<Edge>) {
     }
 }
 
-/// Renews (or with `release`, ends) this edge's lease.
-pub async fn renew(edge: &Edge, release: bool) -> Result<(), tonic::Status> {
+/// The epoch to remember after a renewal answered `current`: restores the
+/// dialogs first when it changed, and keeps the old one when that failed
+/// (so the next renewal tries again).
+async fn follow_epoch(edge: &Edge, known: Option<String>, current: String) -> Option<String> {
+    if current.is_empty() {
+        // A presence service that does not name epochs.
+        return known;
+    }
+    match known {
+        Some(known) if known != current => match restore(edge, &known, &current).await {
+            Ok(()) => Some(current),
+            Err(e) => {
+                tracing::warn!(error = %e, "restoring dialogs after a loss of state failed; retrying at the next renewal");
+                Some(known)
+            }
+        },
+        _ => Some(current),
+    }
+}
+
+/// Renews (or with `release`, ends) this edge's lease; returns the state
+/// epoch (empty on a release).
+pub async fn renew(edge: &Edge, release: bool) -> Result<String, tonic::Status> {
     let mut client = edge.services.presence.clone();
     client
         .renew_lease(RenewLeaseRequest {
@@ -50,7 +94,76 @@ pub async fn renew(edge: &Edge, release: bool) -> Result<(), tonic::Status> {
             release,
         })
         .await
-        .map(drop)
+        .map(|reply| reply.into_inner().state_epoch)
+}
+
+/// Re-creates the subscription record of every dialog held here and sends
+/// each watcher the current state.
+async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status> {
+    // States heard from here on were published after the loss; see
+    // `Dialogs::reset`.
+    let mark = edge.dialogs.mark();
+    let held = edge.dialogs.held();
+    tracing::warn!(
+        old_epoch = %old,
+        new_epoch = %new,
+        dialogs = held.len(),
+        "THE STATE BACKEND LOST ITS DATA: restoring the subscription records of every dialog held here"
+    );
+    let (mut restored, mut already_stored, mut notified) = (0usize, 0usize, 0usize);
+    for batch in held.chunks(RESTORE_BATCH) {
+        let mut client = edge.services.presence.clone();
+        let reply = client
+            .restore_dialogs(RestoreDialogsRequest {
+                edge_id: edge.config.edge_id.clone(),
+                dialogs: batch
+                    .iter()
+                    .map(|d| HeldDialog {
+                        presentity: d.presentity.clone(),
+                        dialog: Some(presence::grpc::dialog_to_pb(d.record.clone())),
+                        expires_in_ms: d.expires_in.as_millis() as u64,
+                    })
+                    .collect(),
+            })
+            .await?
+            .into_inner();
+        for dialog in reply.dialogs {
+            if dialog.restored {
+                restored += 1;
+            } else {
+                already_stored += 1;
+            }
+            if dialog.restored && edge.dialogs.presentity_of(&dialog.dialog_id).is_none() {
+                // It ended while being restored: remove what was re-created.
+                if let Some(held) = batch.iter().find(|d| d.record.id == dialog.dialog_id) {
+                    let _ = client
+                        .unsubscribe(UnsubscribeRequest {
+                            presentity: held.presentity.clone(),
+                            dialog_id: dialog.dialog_id.clone(),
+                        })
+                        .await;
+                }
+                continue;
+            }
+            let state = dialog.state.unwrap_or_default();
+            if edge.dialogs.reset(
+                &dialog.dialog_id,
+                state.version,
+                &String::from_utf8_lossy(&state.pidf),
+                mark,
+            ) {
+                notified += 1;
+            }
+        }
+    }
+    tracing::warn!(
+        epoch = %new,
+        restored,
+        already_stored,
+        notified,
+        "dialogs restored after the loss of state"
+    );
+    Ok(())
 }
 
 async fn claim(edge: &Arc<Edge>) {

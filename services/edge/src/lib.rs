@@ -76,7 +76,7 @@ impl RunningEdge {
     pub async fn drain(self) {
         self.abort();
         match lease::renew(&self.edge, true).await {
-            Ok(()) => tracing::info!("lease released; dialogs are being taken over"),
+            Ok(_) => tracing::info!("lease released; dialogs are being taken over"),
             Err(e) => {
                 tracing::warn!(error = %e, "releasing the lease failed; dialogs move when it lapses")
             }

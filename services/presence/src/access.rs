@@ -3,7 +3,7 @@
 //!
 //! * SIP-driven RPCs (`Publish`, `Subscribe`, `Unsubscribe`) carry
 //!   identities an edge authenticated, and the lease RPCs (`RenewLease`,
-//!   `ClaimDialogs`) move dialogs between edges, so only edges
+//!   `ClaimDialogs`, `RestoreDialogs`) move dialogs between edges, so only edges
 //!   (`presence:internal`) may call them.
 //! * Queries and watches need `presence:read`.
 //! * Publishing for applications and deciding about watchers (rules,
@@ -24,6 +24,7 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     ("Unsubscribe", Access::Internal),
     ("RenewLease", Access::Internal),
     ("ClaimDialogs", Access::Internal),
+    ("RestoreDialogs", Access::Internal),
     ("GetPresence", Access::Read),
     ("BatchGetPresence", Access::Read),
     ("WatchPresence", Access::Read),

@@ -20,6 +20,8 @@ use crate::{
 
 /// Upper bound on presentities in one BatchGetPresence.
 const MAX_BATCH: usize = 1000;
+/// Upper bound on dialogs in one RestoreDialogs.
+const MAX_RESTORE: usize = 1000;
 
 /// The gRPC face of the presence service.
 pub struct PresenceService {
@@ -512,14 +514,85 @@ impl pb::presence_server::Presence for PresenceService {
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
         let r = request.into_inner();
         require("edge_id", &r.edge_id)?;
-        let result = if r.release {
+        if r.release {
             tracing::info!(edge = %r.edge_id, "edge released its lease");
-            self.ownership.release(&r.edge_id).await
-        } else {
-            self.ownership.renew(&r.edge_id, r.ttl_ms, now_ms()).await
-        };
-        result.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(pb::RenewLeaseResponse {}))
+            self.ownership
+                .release(&r.edge_id)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            return Ok(Response::new(pb::RenewLeaseResponse::default()));
+        }
+        // The epoch first: renewing re-creates the lease in an emptied
+        // backend, and the edge must hear of the loss in the same answer.
+        let state_epoch = crate::epoch::current(self.compositor.backend().as_ref())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.ownership
+            .renew(&r.edge_id, r.ttl_ms, now_ms())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::RenewLeaseResponse { state_epoch }))
+    }
+
+    async fn restore_dialogs(
+        &self,
+        request: Request<pb::RestoreDialogsRequest>,
+    ) -> Result<Response<pb::RestoreDialogsResponse>, Status> {
+        let r = request.into_inner();
+        require("edge_id", &r.edge_id)?;
+        if r.dialogs.len() > MAX_RESTORE {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_RESTORE} dialogs per call"
+            )));
+        }
+        let now = now_ms();
+        let mut views: std::collections::HashMap<String, pb::PresenceState> =
+            std::collections::HashMap::new();
+        let mut restored = Vec::with_capacity(r.dialogs.len());
+        for held in r.dialogs {
+            require("presentity", &held.presentity)?;
+            let dialog = held
+                .dialog
+                .ok_or_else(|| Status::invalid_argument("dialog is required"))?;
+            require("dialog.id", &dialog.id)?;
+            let mut dialog = dialog_from_pb(dialog);
+            // Only the caller can vouch for the dialogs it holds.
+            dialog.edge_id = r.edge_id.clone();
+            let dialog_id = dialog.id.clone();
+            let created = self
+                .subscriptions
+                .restore(&held.presentity, dialog, held.expires_in_ms, now)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let state = match views.get(&held.presentity) {
+                Some(state) => state.clone(),
+                None => {
+                    let view = self
+                        .compositor
+                        .view(&held.presentity)
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    let state = state_to_pb(view);
+                    views.insert(held.presentity.clone(), state.clone());
+                    state
+                }
+            };
+            restored.push(pb::RestoredDialog {
+                dialog_id,
+                restored: created,
+                state: Some(state),
+            });
+        }
+        let count = restored.iter().filter(|d| d.restored).count();
+        tracing::warn!(
+            edge = %r.edge_id,
+            restored = count,
+            already_stored = restored.len() - count,
+            "subscription records restored from an edge after a loss of state"
+        );
+        Ok(Response::new(pb::RestoreDialogsResponse {
+            dialogs: restored,
+        }))
     }
 
     async fn claim_dialogs(

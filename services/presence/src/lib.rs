@@ -11,10 +11,13 @@
 //! * [`watch`] — `WatchPresence` streams over one change feed per replica.
 //! * [`sources`] — presence set by applications (`SetPresence`).
 //! * [`access`] — the scope each RPC requires.
+//! * [`ownership`] — edges' leases and the claims of gone edges' dialogs.
+//! * [`epoch`] — noticing that the state backend lost its data.
 
 pub mod access;
 pub mod announcement;
 pub mod compositor;
+pub mod epoch;
 pub mod grpc;
 pub mod ownership;
 pub mod rules;

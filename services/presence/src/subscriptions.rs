@@ -327,6 +327,82 @@ impl Subscriptions {
         })
     }
 
+    /// Re-creates the record of a dialog its edge still holds after the
+    /// backend lost it (a new state epoch): the dialog as the edge knows it,
+    /// expiring `expires_in_ms` from `now_ms`. A stored record is left
+    /// alone — it is newer than the edge's copy or was restored already.
+    /// True when this call re-created it.
+    pub async fn restore(
+        &self,
+        presentity: &str,
+        dialog: DialogRecord,
+        expires_in_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let backend = self.compositor.backend();
+        let key = map_key(presentity);
+        if backend.map_get(&key, &dialog.id).await?.is_some() {
+            return Ok(false);
+        }
+        let member = schedule_member(presentity, &dialog.id);
+        // The rules decide again (they may have been lost with the rest):
+        // a watcher they no longer simply allow is told to subscribe again
+        // (`deactivated`, RFC 6665 §4.1.3) and meets them as a new
+        // subscription; a polite-blocked one is masked.
+        let masked = if dialog.is_winfo() {
+            false
+        } else {
+            let rules = rules::load(backend.as_ref(), presentity).await?;
+            match rules.decide(self.policy(), presentity, &dialog.watcher) {
+                Action::Allow => false,
+                Action::PoliteBlock => true,
+                Action::Block | Action::Confirm => {
+                    backend
+                        .publish(
+                            Announcement::Terminated {
+                                dialog_id: dialog.id.clone(),
+                                reason: "deactivated".into(),
+                            }
+                            .to_message(presentity),
+                        )
+                        .await?;
+                    return Ok(false);
+                }
+            }
+        };
+        let record = SubscriptionRecord {
+            presentity: presentity.to_string(),
+            expires_at_ms: now_ms + expires_in_ms,
+            status: SubscriptionStatus::Active,
+            masked,
+            approved: false,
+            dialog,
+        };
+        // Schedule first, as in `subscribe`.
+        backend
+            .schedule(Schedule::Subscriptions, &member, record.expires_at_ms)
+            .await?;
+        backend
+            .map_put(&key, &record.dialog.id, encode(&record)?)
+            .await?;
+        ownership::index(backend.as_ref(), &record.dialog.edge_id, &member).await?;
+        if masked {
+            let view = neutral_view(presentity);
+            backend
+                .publish(
+                    Announcement::Authorized {
+                        dialog_id: record.dialog.id.clone(),
+                        masked: true,
+                        version: view.version,
+                        pidf: view.pidf,
+                    }
+                    .to_message(presentity),
+                )
+                .await?;
+        }
+        Ok(true)
+    }
+
     fn policy(&self) -> rules::DefaultPolicy {
         self.compositor.config().default_policy
     }
