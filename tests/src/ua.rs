@@ -31,6 +31,20 @@ pub fn pidf(aor: &str, basic: &str, note: &str) -> String {
     )
 }
 
+/// A request's body as text, for assertions.
+pub fn body_text(request: &Request) -> String {
+    String::from_utf8_lossy(request.body()).into_owned()
+}
+
+/// The Subscription-State of a NOTIFY, which must be present and valid.
+pub fn sub_state(request: &Request) -> sip::SubscriptionState {
+    request
+        .headers()
+        .subscription_state()
+        .expect("Subscription-State parses")
+        .expect("Subscription-State present")
+}
+
 fn token() -> String {
     hex::encode(rand::random::<[u8; 6]>())
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cluster_tests::cluster::{Cluster, Node, Tokens};
-use cluster_tests::ua::{pidf, Ua, WAIT};
+use cluster_tests::ua::{body_text, pidf, sub_state, Ua, WAIT};
 use pidf::watcherinfo::{DocState, WatcherEvent, WatcherInfo, WatcherStatus};
 use rpc::presence::v1::presence_client::PresenceClient;
 use rpc::presence::v1::{
@@ -19,18 +19,6 @@ use tonic::transport::Channel;
 
 /// How long a watcher that must hear nothing is listened to.
 const QUIET: Duration = Duration::from_millis(1500);
-
-fn body_text(request: &Request) -> String {
-    String::from_utf8_lossy(request.body()).into_owned()
-}
-
-fn sub_state(request: &Request) -> sip::SubscriptionState {
-    request
-        .headers()
-        .subscription_state()
-        .expect("Subscription-State parses")
-        .expect("Subscription-State present")
-}
 
 fn content_type(request: &Request) -> Option<String> {
     request

@@ -7,20 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster_tests::cluster::{Cluster, Node};
-use cluster_tests::ua::{pidf, Ua, WAIT};
-use sip::{Event, HeaderName, Method, Request, SubState};
-
-fn body_text(request: &Request) -> String {
-    String::from_utf8_lossy(request.body()).into_owned()
-}
-
-fn sub_state(request: &Request) -> sip::SubscriptionState {
-    request
-        .headers()
-        .subscription_state()
-        .expect("Subscription-State parses")
-        .expect("Subscription-State present")
-}
+use cluster_tests::ua::{body_text, pidf, sub_state, Ua, WAIT};
+use sip::{Event, HeaderName, Method, SubState};
 
 fn presence_event() -> Event {
     Event {
