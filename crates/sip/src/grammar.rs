@@ -43,13 +43,24 @@ pub(crate) fn is_word_char(b: u8) -> bool {
 }
 
 /// Linear whitespace as it can remain inside an unfolded header value.
+#[inline]
 pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 /// Trims linear whitespace from both ends.
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    // Byte-wise: linear whitespace is ASCII, so both cut points are character boundaries.
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && is_lws(b[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(b[end - 1]) {
+        end -= 1;
+    }
+    s.get(start..end).unwrap_or_default()
 }
 
 /// Position just after the closing quote of the quoted string opening at `bytes[start]`,
@@ -128,6 +139,11 @@ impl<'a> Iterator for CommaSplit<'a> {
     fn next(&mut self) -> Option<&'a str> {
         let s = self.rest?;
         let bytes = s.as_bytes();
+        // Without a comma there is exactly one element, whatever the quoting.
+        if memchr::memchr(b',', bytes).is_none() {
+            self.rest = None;
+            return Some(trim(s));
+        }
         let mut i = 0;
         let mut in_angle = false;
         while i < bytes.len() {
@@ -318,8 +334,35 @@ pub(crate) fn parse_u32(s: &str) -> Option<u32> {
 
 /// Splits `s` at the first run of linear whitespace.
 pub(crate) fn split_lws(s: &str) -> (&str, &str) {
-    match s.find(|c: char| c.is_ascii() && is_lws(c as u8)) {
+    match s.bytes().position(is_lws) {
         Some(i) => (&s[..i], trim(&s[i..])),
         None => (s, ""),
     }
+}
+
+// Searches within one header value or URI. These are a few dozen bytes at most, where a plain
+// loop beats the set-up cost of a vectorised `memchr` call.
+
+/// Position of the first `a`.
+#[inline]
+pub(crate) fn find(hay: &[u8], a: u8) -> Option<usize> {
+    hay.iter().position(|&b| b == a)
+}
+
+/// Position of the last `a`.
+#[inline]
+pub(crate) fn rfind(hay: &[u8], a: u8) -> Option<usize> {
+    hay.iter().rposition(|&b| b == a)
+}
+
+/// Position of the first `a` or `b`.
+#[inline]
+pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    hay.iter().position(|&c| c == a || c == b)
+}
+
+/// Position of the first `a`, `b` or `c`.
+#[inline]
+pub(crate) fn find3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
+    hay.iter().position(|&x| x == a || x == b || x == c)
 }

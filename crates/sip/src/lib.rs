@@ -104,8 +104,8 @@ fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     let message =
         if start_line.len() >= 4 && start_line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
             let (status, reason) = parse_status_line(start_line)?;
-            validate::response(&headers, head, scanned_start)?;
-            let body = body(&buf, body_start, &headers, limits)?;
+            let checked = validate::response(&headers, head, scanned_start)?;
+            let body = body(&buf, body_start, checked.content_length, limits)?;
             Message::Response(Response {
                 status,
                 reason: reason.to_owned(),
@@ -114,8 +114,8 @@ fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
             })
         } else {
             let (method, uri) = parse_request_line(start_line)?;
-            validate::request(&method, &headers, head, scanned_start)?;
-            let body = body(&buf, body_start, &headers, limits)?;
+            let checked = validate::request(&method, &headers, head, scanned_start)?;
+            let body = body(&buf, body_start, checked.content_length, limits)?;
             Message::Request(Request {
                 method,
                 uri,
@@ -139,10 +139,16 @@ fn check_version(version: &str) -> Result<(), ParseError> {
 /// `Method SP Request-URI SP SIP-Version`, single spaces only (RFC 4475 §3.1.2.9/10).
 fn parse_request_line(line: &str) -> Result<(Method, Uri), ParseError> {
     let bad = || ParseError::new(ErrorKind::BadStartLine);
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Exactly three fields separated by single spaces.
+    let fields = grammar::find(line.as_bytes(), b' ').and_then(|a| {
+        let rest = &line[a + 1..];
+        let b = grammar::find(rest.as_bytes(), b' ')?;
+        let version = &rest[b + 1..];
+        grammar::find(version.as_bytes(), b' ')
+            .is_none()
+            .then(|| (&line[..a], &rest[..b], version))
+    });
+    let Some((method, uri, version)) = fields else {
         // Still answer 505 for a recognisable SIP request of another version.
         let last = line.rsplit(' ').next().unwrap_or_default();
         check_version(last)?;
@@ -184,11 +190,14 @@ fn parse_status_line(line: &str) -> Result<(u16, &str), ParseError> {
 fn body(
     buf: &Bytes,
     body_start: usize,
-    headers: &Headers,
+    content_length: Option<&str>,
     limits: &Limits,
 ) -> Result<Bytes, ParseError> {
     let available = buf.len() - body_start;
-    let len = match headers.content_length()? {
+    let content_length = content_length
+        .map(typed::parse_content_length)
+        .transpose()?;
+    let len = match content_length {
         Some(n) if n > limits.max_body => return Err(ParseError::new(ErrorKind::BodyTooLarge)),
         Some(n) if n > available => return Err(ParseError::new(ErrorKind::BadContentLength)),
         Some(n) => n,

@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::{class, ByteClass};
+use crate::grammar::{class, find, find2, find3, rfind, ByteClass};
 
 /// The URI scheme.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -215,7 +215,7 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
     if s.len() > u32::MAX as usize / 2 {
         return Err(err());
     }
-    let colon = memchr::memchr(b':', s.as_bytes()).ok_or_else(err)?;
+    let colon = find(s.as_bytes(), b':').ok_or_else(err)?;
     let scheme_text = &s[..colon];
     let sb = scheme_text.as_bytes();
     if sb.is_empty() || !sb[0].is_ascii_alphabetic() || !sb.iter().all(|&b| SCHEME[usize::from(b)])
@@ -261,12 +261,12 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
 fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
     let err = || ParseError::new(ErrorKind::InvalidUri);
     // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
-    let (host_start, userinfo) = match memchr::memrchr(b'@', rest.as_bytes()) {
+    let (host_start, userinfo) = match rfind(rest.as_bytes(), b'@') {
         Some(at) => (at + 1, Some(&rest[..at])),
         None => (0, None),
     };
     if let Some(userinfo) = userinfo {
-        let (user, password) = match memchr::memchr(b':', userinfo.as_bytes()) {
+        let (user, password) = match find(userinfo.as_bytes(), b':') {
             Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
             None => (userinfo, None),
         };
@@ -286,9 +286,9 @@ fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseEr
     let hp_base = base + host_start;
     let hpb = hp.as_bytes();
     let host_len = if hp.starts_with('[') {
-        memchr::memchr(b']', hpb).map(|i| i + 1).ok_or_else(err)?
+        find(hpb, b']').map(|i| i + 1).ok_or_else(err)?
     } else {
-        memchr::memchr3(b':', b';', b'?', hpb).unwrap_or(hp.len())
+        find3(hpb, b':', b';', b'?').unwrap_or(hp.len())
     };
     if !is_valid_host(&hp[..host_len]) {
         return Err(err());
@@ -296,7 +296,7 @@ fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseEr
     parts.host = span(hp_base, hp_base + host_len);
     let mut i = host_len;
     if let Some(port_text) = hp[i..].strip_prefix(':') {
-        let end = memchr::memchr2(b';', b'?', port_text.as_bytes()).unwrap_or(port_text.len());
+        let end = find2(port_text.as_bytes(), b';', b'?').unwrap_or(port_text.len());
         let digits = &port_text[..end];
         if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
@@ -305,14 +305,25 @@ fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseEr
         i += 1 + end;
     }
     let tail = &hp[i..];
-    let (params, headers) = match memchr::memchr(b'?', tail.as_bytes()) {
+    let (params, headers) = match find(tail.as_bytes(), b'?') {
         Some(q) => (&tail[..q], Some(&tail[q + 1..])),
         None => (tail, None),
     };
     if !params.is_empty() {
         let body = params.strip_prefix(';').ok_or_else(err)?;
-        for p in body.split(';') {
-            let (name, value) = match memchr::memchr(b'=', p.as_bytes()) {
+        let mut remaining = Some(body);
+        while let Some(list) = remaining {
+            let p = match find(list.as_bytes(), b';') {
+                Some(semi) => {
+                    remaining = Some(&list[semi + 1..]);
+                    &list[..semi]
+                }
+                None => {
+                    remaining = None;
+                    list
+                }
+            };
+            let (name, value) = match find(p.as_bytes(), b'=') {
                 Some(e) => (&p[..e], Some(&p[e + 1..])),
                 None => (p, None),
             };

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::error::ParseError;
 use crate::grammar::{
-    check_params, find_param, is_lws, is_token_char, owned_params, set_param, write_params,
+    check_params, find, find_param, is_lws, is_token_char, owned_params, set_param, write_params,
 };
 use crate::header_name::HeaderName;
 use crate::uri::is_valid_host;
@@ -88,7 +88,7 @@ pub(crate) fn scan(s: &str) -> Result<ViaRef<'_>, ()> {
     let bytes = s.as_bytes();
     let host_start = c.i;
     if bytes.get(c.i) == Some(&b'[') {
-        let close = memchr::memchr(b']', &bytes[c.i..]).ok_or(())?;
+        let close = find(&bytes[c.i..], b']').ok_or(())?;
         c.i += close + 1;
     } else {
         while c.i < bytes.len() && !matches!(bytes[c.i], b':' | b';' | b',') && !is_lws(bytes[c.i])
