@@ -272,8 +272,58 @@ pub(crate) fn owned_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()>
 }
 
 /// Validates a parameter list without allocating.
+///
+/// Accepts exactly what iterating [`Params`] accepts, in one pass over the bytes.
 pub(crate) fn check_params(s: &str) -> Result<(), ()> {
-    Params::new(s).try_for_each(|p| p.map(|_| ()))
+    let b = s.as_bytes();
+    let len = b.len();
+    let skip_lws = |mut i: usize| {
+        while i < len && is_lws(b[i]) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = 0;
+    loop {
+        i = skip_lws(i);
+        if i == len {
+            return Ok(());
+        }
+        if b[i] != b';' {
+            return Err(());
+        }
+        i = skip_lws(i + 1);
+        let name_start = i;
+        while i < len && is_token_char(b[i]) {
+            i += 1;
+        }
+        if i == name_start {
+            return Err(());
+        }
+        i = skip_lws(i);
+        if i == len || b[i] == b';' {
+            continue;
+        }
+        if b[i] != b'=' {
+            return Err(());
+        }
+        i = skip_lws(i + 1);
+        let value_start = i;
+        if i < len && b[i] == b'"' {
+            i = quoted_end(b, i).ok_or(())?;
+        } else {
+            while i < len && is_param_value_char(b[i]) {
+                i += 1;
+            }
+        }
+        if i == value_start {
+            return Err(());
+        }
+        i = skip_lws(i);
+        if i < len && b[i] != b';' {
+            return Err(());
+        }
+    }
 }
 
 /// Finds a parameter by case-insensitive name in owned pairs.
@@ -365,4 +415,46 @@ pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
 #[inline]
 pub(crate) fn find3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
     hay.iter().position(|&x| x == a || x == b || x == c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_params_agrees_with_the_iterator() {
+        let cases = [
+            "",
+            " ",
+            ";a",
+            ";a=b",
+            " ;a = b ; c ",
+            ";a=",
+            ";a= ",
+            ";=b",
+            ";a=b c",
+            ";a=\"x y\"",
+            ";a=\"x",
+            ";a=\"x\\\"",
+            ";a=\"x\\\" ",
+            "a",
+            ";a;;b",
+            ";a=b;",
+            ";a=b; ",
+            ";branch=z9hG4bK776;rport",
+            ";received=[2001:db8::1]",
+            ";a=\"q\";b",
+            ";a\t=\tb",
+            ";a=b\r\n ;c",
+            ";a=b,c",
+            ";\u{e9}",
+            ";a=\"\u{e9}\"",
+            "; ",
+            ";a=b;c=\"\"",
+        ];
+        for case in cases {
+            let reference = Params::new(case).try_for_each(|p| p.map(|_| ()));
+            assert_eq!(check_params(case), reference, "{case:?}");
+        }
+    }
 }
