@@ -411,12 +411,6 @@ pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
     hay.iter().position(|&c| c == a || c == b)
 }
 
-/// Position of the first `a`, `b` or `c`.
-#[inline]
-pub(crate) fn find3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
-    hay.iter().position(|&x| x == a || x == b || x == c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

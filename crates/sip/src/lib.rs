@@ -88,6 +88,7 @@ pub fn parse_with(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     parse_datagram(buf, limits).map_err(ParseError::in_datagram)
 }
 
+#[inline]
 fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message || buf.len() > (u32::MAX / 2) as usize {
         return Err(ParseError::new(ErrorKind::MessageTooLarge));

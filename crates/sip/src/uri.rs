@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::{class, find, find2, find3, rfind, ByteClass};
+use crate::grammar::{class, find, find2, rfind, ByteClass};
 
 /// The URI scheme.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -258,41 +258,71 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
     Ok(parts)
 }
 
-fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
-    let err = || ParseError::new(ErrorKind::InvalidUri);
-    // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
-    let (host_start, userinfo) = match rfind(rest.as_bytes(), b'@') {
-        Some(at) => (at + 1, Some(&rest[..at])),
-        None => (0, None),
-    };
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match find(userinfo.as_bytes(), b':') {
-            Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
-            None => (userinfo, None),
-        };
-        if user.is_empty() || !check_escaped(user, &USER) {
-            return Err(err());
-        }
-        parts.user = Some(span(base, base + user.len()));
-        if let Some(password) = password {
-            if !check_escaped(password, &PASSWORD) {
-                return Err(err());
+/// Length of the run of `allowed` bytes and `%HH` escapes in `b[start..end]`, from `start`; an
+/// error for a `%` without two hex digits before `end`. The byte at the returned position (if
+/// any) is the first one that is neither.
+fn escaped_run(b: &[u8], start: usize, end: usize, allowed: &ByteClass) -> Result<usize, ()> {
+    let mut i = start;
+    while i < end {
+        let c = b[i];
+        if c == b'%' {
+            if i + 2 >= end || !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return Err(());
             }
-            let start = base + user.len() + 1;
-            parts.password = Some(span(start, start + password.len()));
+            i += 3;
+        } else if allowed[usize::from(c)] {
+            i += 1;
+        } else {
+            break;
         }
     }
+    Ok(i)
+}
+
+fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
+    let err = || ParseError::new(ErrorKind::InvalidUri);
+    let b = rest.as_bytes();
+    // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
+    let host_start = match rfind(b, b'@') {
+        Some(at) => {
+            // user [":" password], each escaped; ':' is in neither class nor a hex digit.
+            let user_end = escaped_run(b, 0, at, &USER).map_err(|_| err())?;
+            if user_end == 0 {
+                return Err(err());
+            }
+            parts.user = Some(span(base, base + user_end));
+            if user_end < at {
+                if b[user_end] != b':' {
+                    return Err(err());
+                }
+                let pw_end = escaped_run(b, user_end + 1, at, &PASSWORD).map_err(|_| err())?;
+                if pw_end != at {
+                    return Err(err());
+                }
+                parts.password = Some(span(base + user_end + 1, base + at));
+            }
+            at + 1
+        }
+        None => 0,
+    };
     let hp = &rest[host_start..];
     let hp_base = base + host_start;
     let hpb = hp.as_bytes();
     let host_len = if hp.starts_with('[') {
-        find(hpb, b']').map(|i| i + 1).ok_or_else(err)?
+        let len = find(hpb, b']').map(|i| i + 1).ok_or_else(err)?;
+        if !is_valid_host(&hp[..len]) {
+            return Err(err());
+        }
+        len
     } else {
-        find3(hpb, b':', b';', b'?').unwrap_or(hp.len())
+        // The host runs to the first ':', ';' or '?' (none of them host characters) and must
+        // be non-empty host characters throughout.
+        let len = hpb.iter().take_while(|&&c| HOST[usize::from(c)]).count();
+        if len == 0 || (len < hpb.len() && !matches!(hpb[len], b':' | b';' | b'?')) {
+            return Err(err());
+        }
+        len
     };
-    if !is_valid_host(&hp[..host_len]) {
-        return Err(err());
-    }
     parts.host = span(hp_base, hp_base + host_len);
     let mut i = host_len;
     if let Some(port_text) = hp[i..].strip_prefix(':') {
@@ -310,31 +340,34 @@ fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseEr
         None => (tail, None),
     };
     if !params.is_empty() {
-        let body = params.strip_prefix(';').ok_or_else(err)?;
-        let mut remaining = Some(body);
-        while let Some(list) = remaining {
-            let p = match find(list.as_bytes(), b';') {
-                Some(semi) => {
-                    remaining = Some(&list[semi + 1..]);
-                    &list[..semi]
-                }
-                None => {
-                    remaining = None;
-                    list
-                }
-            };
-            let (name, value) = match find(p.as_bytes(), b'=') {
-                Some(e) => (&p[..e], Some(&p[e + 1..])),
-                None => (p, None),
-            };
-            if name.is_empty() || !check_escaped(name, &PARAM) {
+        // ";name[=value]" repeated; '=', ';' and '?' are neither parameter characters nor hex
+        // digits, so each run stops exactly at the next delimiter.
+        let pb = params.as_bytes();
+        let end = pb.len();
+        if pb[0] != b';' {
+            return Err(err());
+        }
+        let mut at = 1;
+        loop {
+            let name_end = escaped_run(pb, at, end, &PARAM).map_err(|_| err())?;
+            if name_end == at {
                 return Err(err());
             }
-            if let Some(v) = value {
-                if v.is_empty() || !check_escaped(v, &PARAM) {
+            let mut next = name_end;
+            if next < end && pb[next] == b'=' {
+                let value_end = escaped_run(pb, next + 1, end, &PARAM).map_err(|_| err())?;
+                if value_end == next + 1 {
                     return Err(err());
                 }
+                next = value_end;
             }
+            if next == end {
+                break;
+            }
+            if pb[next] != b';' {
+                return Err(err());
+            }
+            at = next + 1;
         }
     }
     let pstart = hp_base + i;
