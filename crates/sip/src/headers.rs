@@ -134,6 +134,11 @@ impl Headers {
         }
     }
 
+    /// The entry list and side buffer, for the scanner to fill.
+    pub(crate) fn parts_mut(&mut self) -> (&mut EntryList, &mut String) {
+        (&mut self.entries, &mut self.arena)
+    }
+
     pub(crate) fn text(&self, span: Span) -> &str {
         let range = span.range();
         if span.owned() {

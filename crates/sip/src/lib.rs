@@ -71,6 +71,7 @@ pub use uri::{Scheme, Uri};
 pub use via::{Via, MAGIC_COOKIE};
 
 use header_name::Known;
+use headers::EntryList;
 use scan::Mode;
 
 /// Parses one whole message (a UDP datagram, a WebSocket message, or a message cut out of a
@@ -93,14 +94,15 @@ fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message || buf.len() > (u32::MAX / 2) as usize {
         return Err(ParseError::new(ErrorKind::MessageTooLarge));
     }
-    let scanned =
-        scan::scan(&buf, limits, Mode::Datagram)?.ok_or(ParseError::new(ErrorKind::Incomplete))?;
+    let mut headers = Headers::from_parts(buf.clone(), String::new(), EntryList::new());
+    let (entries, arena) = headers.parts_mut();
+    let scanned = scan::scan(&buf, limits, Mode::Datagram, entries, arena)?
+        .ok_or(ParseError::new(ErrorKind::Incomplete))?;
     let head = std::str::from_utf8(&buf[scanned.start..scanned.body_start])
         .map_err(|_| ParseError::new(ErrorKind::InvalidUtf8))?;
     let start_line = &head[..scanned.start_line_end - scanned.start];
     let body_start = scanned.body_start;
     let scanned_start = scanned.start;
-    let headers = Headers::from_parts(buf.clone(), scanned.arena, scanned.entries);
 
     let message =
         if start_line.len() >= 4 && start_line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
@@ -257,17 +259,18 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Result<Framing, ParseError> {
         }
         return Ok(Framing { skip, len: None });
     }
-    let Some(scanned) = scan::scan(rest, limits, Mode::Stream)? else {
+    let mut entries = EntryList::new();
+    let mut arena = String::new();
+    let Some(scanned) = scan::scan(rest, limits, Mode::Stream, &mut entries, &mut arena)? else {
         if rest.len() > limits.max_message {
             return Err(ParseError::new(ErrorKind::MessageTooLarge));
         }
         return Ok(Framing { skip, len: None });
     };
-    let mut lengths = scanned
-        .entries
+    let mut lengths = entries
         .iter()
         .filter(|e| e.known == Some(Known::ContentLength))
-        .map(|e| e.value.resolve(rest, &scanned.arena));
+        .map(|e| e.value.resolve(rest, &arena));
     let value = lengths
         .next()
         .ok_or(ParseError::new(ErrorKind::MissingHeader(

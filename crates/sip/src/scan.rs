@@ -19,16 +19,13 @@ pub(crate) enum Mode {
     Stream,
 }
 
-/// What the scan found.
+/// Where the scan found the parts of the message; the header fields go to the caller's list.
+#[derive(Clone, Copy)]
 pub(crate) struct Scanned {
     /// Offset where the start line begins (after skipped CRLFs).
     pub(crate) start: usize,
     /// End of the start line (CR/LF excluded).
     pub(crate) start_line_end: usize,
-    /// Header fields in order.
-    pub(crate) entries: EntryList,
-    /// Unfolded copies of multi-line values.
-    pub(crate) arena: String,
     /// Offset of the first body byte.
     pub(crate) body_start: usize,
 }
@@ -86,11 +83,18 @@ fn last_line_end(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
 
 /// Scans the head of a message. `Ok(None)` means a stream needs more bytes.
 #[inline]
-pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Scanned>, ParseError> {
+///
+/// Header fields are appended to `entries` (which the caller passes empty) and unfolded values
+/// to `arena`; filling the caller's list saves moving the inline array around.
+pub(crate) fn scan(
+    buf: &[u8],
+    limits: &Limits,
+    mode: Mode,
+    entries: &mut EntryList,
+    arena: &mut String,
+) -> Result<Option<Scanned>, ParseError> {
     let start = leading_crlf(buf);
     let len = buf.len();
-    let mut entries = EntryList::new();
-    let mut arena = String::new();
     let mut open: Option<Open> = None;
 
     // Start line.
@@ -117,7 +121,7 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
             match mode {
                 Mode::Stream => return Ok(None),
                 Mode::Datagram => {
-                    close(buf, open.take(), &mut entries, &mut arena)?;
+                    close(buf, open.take(), entries, arena)?;
                     body_start = len;
                     break;
                 }
@@ -138,7 +142,7 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
         };
         let line = &buf[pos..line_end];
         let Some(&first) = line.first() else {
-            close(buf, open.take(), &mut entries, &mut arena)?;
+            close(buf, open.take(), entries, arena)?;
             body_start = next;
             break;
         };
@@ -153,7 +157,7 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
                 return Err(ParseError::new(ErrorKind::HeaderTooLong));
             }
         } else {
-            close(buf, open.take(), &mut entries, &mut arena)?;
+            close(buf, open.take(), entries, arena)?;
             if line.len() > limits.max_header_line {
                 return Err(ParseError::new(ErrorKind::HeaderTooLong));
             }
@@ -197,8 +201,6 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
     Ok(Some(Scanned {
         start,
         start_line_end,
-        entries,
-        arena,
         body_start,
     }))
 }

@@ -215,7 +215,22 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
     if s.len() > u32::MAX as usize / 2 {
         return Err(err());
     }
-    let colon = find(s.as_bytes(), b':').ok_or_else(err)?;
+    let bytes = s.as_bytes();
+    // Fast path for the common "sip:" (any case): a valid scheme, so the checks below agree.
+    if bytes.len() >= 4 && bytes[3] == b':' && bytes[..3].eq_ignore_ascii_case(b"sip") {
+        let mut parts = Parts {
+            kind: Kind::Sip,
+            user: None,
+            password: None,
+            host: span(4, 4),
+            port: None,
+            params: span(s.len(), s.len()),
+            headers: None,
+        };
+        analyze_sip(&mut parts, &s[4..], 4)?;
+        return Ok(parts);
+    }
+    let colon = find(bytes, b':').ok_or_else(err)?;
     let scheme_text = &s[..colon];
     let sb = scheme_text.as_bytes();
     if sb.is_empty() || !sb[0].is_ascii_alphabetic() || !sb.iter().all(|&b| SCHEME[usize::from(b)])
@@ -633,5 +648,34 @@ impl FromStr for Uri {
 
     fn from_str(s: &str) -> Result<Uri, ParseError> {
         Uri::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::analyze;
+
+    #[test]
+    fn whitespace_is_never_part_of_a_uri() {
+        let uris = [
+            "sip:alice@example.com",
+            "SIP:alice:pw@example.com:5060;transport=tcp;lr?subject=x&b=c",
+            "sips:[2001:db8::1]:5061;maddr=[2001:db8::2]",
+            "sip:[2001:db8:::192.0.2.1]",
+            "tel:+1-201-555-0123;phone-context=example.com",
+            "urn:service:sos",
+            "http://example.com/a?b=c",
+            "sip:%61lice@example.com;x=%20",
+        ];
+        for uri in uris {
+            assert!(analyze(uri).is_ok(), "{uri}");
+            for at in 0..=uri.len() {
+                for ws in [" ", "\t", "\r", "\n", "\r\n "] {
+                    let mut bad = uri.to_owned();
+                    bad.insert_str(at, ws);
+                    assert!(analyze(&bad).is_err(), "{bad:?}");
+                }
+            }
+        }
     }
 }
