@@ -368,16 +368,18 @@ pub(crate) fn write_params(
 
 /// Parses an unsigned decimal that must fit `u32` (leading zeros allowed).
 pub(crate) fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 32 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let digits = s.trim_start_matches('0');
+    let zeros = b.iter().take_while(|&&c| c == b'0').count();
+    let digits = &b[zeros..];
     if digits.len() > 10 {
         return None;
     }
     let mut n: u64 = 0;
-    for b in digits.bytes() {
-        n = n * 10 + u64::from(b - b'0');
+    for &c in digits {
+        n = n * 10 + u64::from(c - b'0');
     }
     u32::try_from(n).ok()
 }
