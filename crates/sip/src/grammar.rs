@@ -401,12 +401,6 @@ pub(crate) fn find(hay: &[u8], a: u8) -> Option<usize> {
     hay.iter().position(|&b| b == a)
 }
 
-/// Position of the last `a`.
-#[inline]
-pub(crate) fn rfind(hay: &[u8], a: u8) -> Option<usize> {
-    hay.iter().rposition(|&b| b == a)
-}
-
 /// Position of the first `a` or `b`.
 #[inline]
 pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {

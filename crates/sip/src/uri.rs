@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::{class, find, find2, rfind, ByteClass};
+use crate::grammar::{class, find, find2, ByteClass};
 
 /// The URI scheme.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -297,26 +297,37 @@ fn escaped_run(b: &[u8], start: usize, end: usize, allowed: &ByteClass) -> Resul
 fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
     let err = || ParseError::new(ErrorKind::InvalidUri);
     let b = rest.as_bytes();
-    // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
-    let host_start = match rfind(b, b'@') {
-        Some(at) => {
-            // user [":" password], each escaped; ':' is in neither class nor a hex digit.
-            let user_end = escaped_run(b, 0, at, &USER).map_err(|_| err())?;
+    // '@' only appears raw as the userinfo delimiter: nothing after the host start accepts it
+    // (host, port, parameters and headers all reject a raw '@'), so the userinfo is found
+    // scanning forward: `user [":" password] "@"`, each escaped. When no '@' ends such a run
+    // there is no userinfo, and whatever the run covered is checked again as host and
+    // parameters, which reject every byte and bad escape the run stopped at or failed on.
+    let len = b.len();
+    let mut userinfo = None;
+    let user_end = escaped_run(b, 0, len, &USER).map_err(|_| err())?;
+    match b.get(user_end) {
+        Some(b'@') => userinfo = Some((user_end, None)),
+        Some(b':') => {
+            let pw_end = escaped_run(b, user_end + 1, len, &PASSWORD).map_err(|_| err())?;
+            if b.get(pw_end) == Some(&b'@') {
+                userinfo = Some((user_end, Some(pw_end)));
+            }
+        }
+        _ => {}
+    }
+    let host_start = match userinfo {
+        Some((user_end, password_end)) => {
             if user_end == 0 {
                 return Err(err());
             }
             parts.user = Some(span(base, base + user_end));
-            if user_end < at {
-                if b[user_end] != b':' {
-                    return Err(err());
+            match password_end {
+                Some(pw_end) => {
+                    parts.password = Some(span(base + user_end + 1, base + pw_end));
+                    pw_end + 1
                 }
-                let pw_end = escaped_run(b, user_end + 1, at, &PASSWORD).map_err(|_| err())?;
-                if pw_end != at {
-                    return Err(err());
-                }
-                parts.password = Some(span(base + user_end + 1, base + at));
+                None => user_end + 1,
             }
-            at + 1
         }
         None => 0,
     };
@@ -653,7 +664,163 @@ impl FromStr for Uri {
 
 #[cfg(test)]
 mod tests {
-    use super::analyze;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The SIP URI check as it was before the single forward pass (kept to pin equivalence).
+    fn reference_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
+        let err = || ParseError::new(ErrorKind::InvalidUri);
+        // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
+        let (host_start, userinfo) = match memchr::memrchr(b'@', rest.as_bytes()) {
+            Some(at) => (at + 1, Some(&rest[..at])),
+            None => (0, None),
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match memchr::memchr(b':', userinfo.as_bytes()) {
+                Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                None => (userinfo, None),
+            };
+            if user.is_empty() || !check_escaped(user, &USER) {
+                return Err(err());
+            }
+            parts.user = Some(span(base, base + user.len()));
+            if let Some(password) = password {
+                if !check_escaped(password, &PASSWORD) {
+                    return Err(err());
+                }
+                let start = base + user.len() + 1;
+                parts.password = Some(span(start, start + password.len()));
+            }
+        }
+        let hp = &rest[host_start..];
+        let hp_base = base + host_start;
+        let hpb = hp.as_bytes();
+        let host_len = if hp.starts_with('[') {
+            memchr::memchr(b']', hpb).map(|i| i + 1).ok_or_else(err)?
+        } else {
+            memchr::memchr3(b':', b';', b'?', hpb).unwrap_or(hp.len())
+        };
+        if !is_valid_host(&hp[..host_len]) {
+            return Err(err());
+        }
+        parts.host = span(hp_base, hp_base + host_len);
+        let mut i = host_len;
+        if let Some(port_text) = hp[i..].strip_prefix(':') {
+            let end = memchr::memchr2(b';', b'?', port_text.as_bytes()).unwrap_or(port_text.len());
+            let digits = &port_text[..end];
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(err());
+            }
+            parts.port = Some(digits.parse::<u16>().map_err(|_| err())?);
+            i += 1 + end;
+        }
+        let tail = &hp[i..];
+        let (params, headers) = match memchr::memchr(b'?', tail.as_bytes()) {
+            Some(q) => (&tail[..q], Some(&tail[q + 1..])),
+            None => (tail, None),
+        };
+        if !params.is_empty() {
+            let body = params.strip_prefix(';').ok_or_else(err)?;
+            for p in body.split(';') {
+                let (name, value) = match memchr::memchr(b'=', p.as_bytes()) {
+                    Some(e) => (&p[..e], Some(&p[e + 1..])),
+                    None => (p, None),
+                };
+                if name.is_empty() || !check_escaped(name, &PARAM) {
+                    return Err(err());
+                }
+                if let Some(v) = value {
+                    if v.is_empty() || !check_escaped(v, &PARAM) {
+                        return Err(err());
+                    }
+                }
+            }
+        }
+        let pstart = hp_base + i;
+        parts.params = span(pstart, pstart + params.len());
+        if let Some(h) = headers {
+            for pair in h.split('&') {
+                let (name, value) = pair.split_once('=').ok_or_else(err)?;
+                if name.is_empty()
+                    || !check_escaped(name, &HEADER)
+                    || !check_escaped(value, &HEADER)
+                {
+                    return Err(err());
+                }
+            }
+            let hstart = pstart + params.len() + 1;
+            parts.headers = Some(span(hstart, hstart + h.len()));
+        }
+        Ok(())
+    }
+
+    fn outcome(rest: &str, f: fn(&mut Parts, &str, usize) -> Result<(), ParseError>) -> String {
+        let mut parts = Parts {
+            kind: Kind::Sip,
+            user: None,
+            password: None,
+            host: span(4, 4),
+            port: None,
+            params: span(4 + rest.len(), 4 + rest.len()),
+            headers: None,
+        };
+        match f(&mut parts, rest, 4) {
+            Ok(()) => format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                parts.user, parts.password, parts.host, parts.port, parts.params, parts.headers
+            ),
+            Err(e) => format!("error {e:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sip_uri_check_matches_the_reference(rest in "[@:;?=%&a1F\\[\\]#. ]{0,14}") {
+            prop_assert_eq!(outcome(&rest, analyze_sip), outcome(&rest, reference_sip));
+        }
+    }
+
+    #[test]
+    fn userinfo_is_split_at_the_only_raw_at_sign() {
+        let ok = [
+            ("sip:u:p@h", Some("u"), Some("p")),
+            ("sip:u@h", Some("u"), None),
+            ("sip:u:@h", Some("u"), Some("")),
+            ("sip:h:5060", None, None),
+            ("sip:h:50@60", Some("h"), Some("50")),
+            ("sip:h?a=b@c", Some("h?a=b"), None),
+            ("sip:h;a=b:c", None, None),
+            ("sip:%61;x@h", Some("%61;x"), None),
+            ("sip:h?x=%40", None, None),
+            ("sip:u@h:5060;transport=tcp?subject=x", Some("u"), None),
+            ("sip:u:p%40q@[2001:db8::1]:5061", Some("u"), Some("p%40q")),
+        ];
+        for (uri, user, password) in ok {
+            let parsed = super::Uri::parse(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert_eq!(parsed.user_raw(), user, "{uri}");
+            assert_eq!(parsed.password(), password, "{uri}");
+        }
+        let bad = [
+            "sip:a@b@c",
+            "sip:@h",
+            "sip::p@h",
+            "sip:h;x=@",
+            "sip:u@h;x=%zz",
+            "sip:a#b@c",
+            "sip:[::1]@x",
+            "sip:a:b#c@d",
+            "sip:a:b:c@d",
+            "sip:u%4@h",
+            "sip:u:p%4@h",
+            "sip:u@",
+            "sip:u@h@",
+            "sip:%zz",
+        ];
+        for uri in bad {
+            assert!(analyze(uri).is_err(), "{uri}");
+        }
+    }
 
     #[test]
     fn whitespace_is_never_part_of_a_uri() {
