@@ -155,6 +155,12 @@ pub(crate) fn escape(s: &str, allowed: &ByteClass) -> String {
     out
 }
 
+/// Whether `b` may appear in a domain name or IPv4 address.
+#[inline]
+pub(crate) fn is_host_char(b: u8) -> bool {
+    HOST[usize::from(b)]
+}
+
 /// Validates a host: a domain name, an IPv4 address, or a bracketed IPv6 reference.
 pub(crate) fn is_valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
