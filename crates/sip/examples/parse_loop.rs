@@ -6,7 +6,8 @@
 //! perf stat -e task-clock target/release/examples/parse_loop parse 1000000
 //! ```
 //!
-//! Modes: `parse` (SUBSCRIBE), `frame` (SUBSCRIBE), `serialize` (NOTIFY with a 1 KB body).
+//! Modes: `parse` (SUBSCRIBE), `register` (parse a REGISTER), `frame` (SUBSCRIBE), `serialize`
+//! (NOTIFY with a 1 KB body).
 
 use std::hint::black_box;
 
@@ -26,6 +27,20 @@ Supported: eventlist\r\n\
 Allow-Events: presence, presence.winfo\r\n\
 Authorization: Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl\r\n\
 Expires: 600\r\n\
+Content-Length: 0\r\n\r\n";
+
+const REGISTER: &str = "REGISTER sip:example.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: \"Bob\" <sip:bob@example.com>\r\n\
+From: \"Bob\" <sip:bob@example.com>;tag=456248\r\n\
+Call-ID: 843817637684230@998sdasdh09\r\n\
+CSeq: 1826 REGISTER\r\n\
+Contact: <sip:bob@192.0.2.10:5061;transport=tls;ob>;expires=3600;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1\r\n\
+Authorization: Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJib2IiLCJzY29wZSI6InNpcCJ9.c2lnbmF0dXJlc2lnbmF0dXJl\r\n\
+Supported: path, outbound, gruu\r\n\
+User-Agent: Phone/2.1\r\n\
+Expires: 3600\r\n\
 Content-Length: 0\r\n\r\n";
 
 fn notify() -> Bytes {
@@ -63,6 +78,12 @@ fn main() {
         "parse" => {
             for _ in 0..n {
                 black_box(sip::parse(black_box(subscribe.clone())).is_ok());
+            }
+        }
+        "register" => {
+            let register = Bytes::from_static(REGISTER.as_bytes());
+            for _ in 0..n {
+                black_box(sip::parse(black_box(register.clone())).is_ok());
             }
         }
         "frame" => {
