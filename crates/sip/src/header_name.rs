@@ -261,6 +261,65 @@ pub(crate) fn lookup(name: &[u8]) -> Option<Known> {
     }
 }
 
+/// Case-insensitive equality of two equally long names made of token characters (`a`) and of
+/// letters and '-' (`b`, a canonical name), eight bytes at a time. Setting bit 5 of every byte
+/// folds ASCII case; among token characters it maps nothing else onto a letter or '-', so for
+/// such inputs this is exactly `eq_ignore_ascii_case`.
+#[inline]
+fn eq_folded(a: &[u8], b: &[u8]) -> bool {
+    const FOLD8: u64 = 0x2020_2020_2020_2020;
+    const FOLD4: u32 = 0x2020_2020;
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let load8 = |s: &[u8], i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(w) | FOLD8
+    };
+    let load4 = |s: &[u8], i: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[i..i + 4]);
+        u32::from_le_bytes(w) | FOLD4
+    };
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if load8(a, i) != load8(b, i) {
+                return false;
+            }
+            i += 8;
+        }
+        load8(a, n - 8) == load8(b, n - 8)
+    } else if n >= 4 {
+        load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x | 0x20 == y | 0x20)
+    }
+}
+
+/// [`lookup`] for a name the scanner has already checked to be a non-empty token.
+#[inline]
+pub(crate) fn lookup_token(name: &[u8]) -> Option<Known> {
+    debug_assert!(!name.is_empty() && name.iter().all(|&b| crate::grammar::is_token_char(b)));
+    let len = name.len();
+    if len == 1 {
+        return lookup(name);
+    }
+    for &idx in &TABLE[bucket(len, name[0])] {
+        let (Some(&known), Some(canon)) =
+            (Known::ALL.get(idx as usize), Known::NAMES.get(idx as usize))
+        else {
+            break;
+        };
+        if eq_folded(name, canon.as_bytes()) {
+            return Some(known);
+        }
+    }
+    None
+}
+
 impl HeaderName {
     /// The canonical spelling written on output (`Other` names as given).
     pub fn as_str(&self) -> &str {
@@ -386,5 +445,36 @@ fn str_key(name: &str) -> Key<'_> {
     match lookup(name.as_bytes()) {
         Some(known) => Key::Known(KnownId(known)),
         None => Key::Other(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lookup_agrees_with_lookup() {
+        let mut names: Vec<String> = Known::NAMES.iter().map(|n| n.to_string()).collect();
+        for n in Known::NAMES {
+            names.push(n.to_ascii_lowercase());
+            names.push(n.to_ascii_uppercase());
+            names.push(format!("{n}x"));
+            names.push(n[..n.len() - 1].to_string());
+            names.push(n.replace('-', "_"));
+            names.push(n.replace('-', "."));
+            names.push(n.replace('e', "E").replace('a', "_"));
+        }
+        for extra in [
+            "v", "V", "x", "q", "Q", "Call_ID", "Call-Id", "CSEQ", "c-seq", "Tu", "Viaa",
+        ] {
+            names.push(extra.to_string());
+        }
+        for name in names {
+            let bytes = name.as_bytes();
+            if bytes.is_empty() || !bytes.iter().all(|&b| crate::grammar::is_token_char(b)) {
+                continue;
+            }
+            assert_eq!(lookup_token(bytes), lookup(bytes), "{name}");
+        }
     }
 }

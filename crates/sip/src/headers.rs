@@ -12,36 +12,54 @@ use crate::header_name::{AsHeaderName, HeaderName, Key, Known};
 /// a dozen or so.
 const INLINE_HEADERS: usize = 32;
 
-/// A byte range either in the message buffer or in the side buffer of owned text.
+/// A byte range either in the message buffer or in the side buffer of owned text. The top bit
+/// of `start` marks the side buffer, keeping a header entry at 20 bytes (the inline entry list
+/// is moved a few times per parse, so its size matters); offsets stay below 2^31 because
+/// messages and side buffers are far smaller than that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
     start: u32,
     end: u32,
-    owned: bool,
 }
+
+const OWNED: u32 = 1 << 31;
 
 impl Span {
     pub(crate) fn buf(start: usize, end: usize) -> Self {
+        debug_assert!(start <= end && end < OWNED as usize);
         Span {
-            start: start as u32,
+            start: start as u32 & !OWNED,
             end: end as u32,
-            owned: false,
         }
+    }
+
+    pub(crate) fn arena(start: usize, end: usize) -> Self {
+        debug_assert!(start <= end && end < OWNED as usize);
+        Span {
+            start: start as u32 | OWNED,
+            end: end as u32,
+        }
+    }
+
+    #[inline]
+    fn owned(self) -> bool {
+        self.start & OWNED != 0
+    }
+
+    #[inline]
+    fn range(self) -> std::ops::Range<usize> {
+        (self.start & !OWNED) as usize..self.end as usize
+    }
+
+    #[inline]
+    fn len(self) -> usize {
+        self.range().len()
     }
 
     /// The bytes this span covers, given the buffers it may point into.
     pub(crate) fn resolve<'a>(&self, buf: &'a [u8], arena: &'a str) -> &'a [u8] {
-        let range = self.start as usize..self.end as usize;
-        let source = if self.owned { arena.as_bytes() } else { buf };
-        source.get(range).unwrap_or_default()
-    }
-
-    pub(crate) fn arena(start: usize, end: usize) -> Self {
-        Span {
-            start: start as u32,
-            end: end as u32,
-            owned: true,
-        }
+        let source = if self.owned() { arena.as_bytes() } else { buf };
+        source.get(self.range()).unwrap_or_default()
     }
 }
 
@@ -116,9 +134,14 @@ impl Headers {
         }
     }
 
+    /// The entry list and side buffer, for the scanner to fill.
+    pub(crate) fn parts_mut(&mut self) -> (&mut EntryList, &mut String) {
+        (&mut self.entries, &mut self.arena)
+    }
+
     pub(crate) fn text(&self, span: Span) -> &str {
-        let range = span.start as usize..span.end as usize;
-        if span.owned {
+        let range = span.range();
+        if span.owned() {
             self.arena.get(range).unwrap_or_default()
         } else {
             self.buf
@@ -131,10 +154,11 @@ impl Headers {
     /// Like [`text`](Self::text), for spans into `head`, which is the already validated text of
     /// the header section starting at byte `base` of the buffer (saves validating it again).
     pub(crate) fn text_in<'a>(&'a self, span: Span, head: &'a str, base: usize) -> &'a str {
-        if span.owned {
+        if span.owned() {
             return self.text(span);
         }
-        head.get(span.start as usize - base..span.end as usize - base)
+        let range = span.range();
+        head.get(range.start - base..range.end - base)
             .unwrap_or_default()
     }
 
@@ -367,7 +391,9 @@ impl Headers {
             };
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(self.text(e.value).as_bytes());
+            // Raw bytes: buffer spans lie in the header section, which parsing validated as
+            // UTF-8, so this writes what `text` would without validating each value again.
+            out.extend_from_slice(e.value.resolve(&self.buf, &self.arena));
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -379,9 +405,9 @@ impl Headers {
             .map(|e| {
                 let name_len = match e.known {
                     Some(k) => k.canonical().len(),
-                    None => (e.name.end - e.name.start) as usize,
+                    None => e.name.len(),
                 };
-                name_len + (e.value.end - e.value.start) as usize + 4
+                name_len + e.value.len() + 4
             })
             .sum()
     }

@@ -71,6 +71,7 @@ pub use uri::{Scheme, Uri};
 pub use via::{Via, MAGIC_COOKIE};
 
 use header_name::Known;
+use headers::EntryList;
 use scan::Mode;
 
 /// Parses one whole message (a UDP datagram, a WebSocket message, or a message cut out of a
@@ -88,24 +89,26 @@ pub fn parse_with(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     parse_datagram(buf, limits).map_err(ParseError::in_datagram)
 }
 
+#[inline]
 fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message || buf.len() > (u32::MAX / 2) as usize {
         return Err(ParseError::new(ErrorKind::MessageTooLarge));
     }
-    let scanned =
-        scan::scan(&buf, limits, Mode::Datagram)?.ok_or(ParseError::new(ErrorKind::Incomplete))?;
+    let mut headers = Headers::from_parts(buf.clone(), String::new(), EntryList::new());
+    let (entries, arena) = headers.parts_mut();
+    let scanned = scan::scan(&buf, limits, Mode::Datagram, entries, arena)?
+        .ok_or(ParseError::new(ErrorKind::Incomplete))?;
     let head = std::str::from_utf8(&buf[scanned.start..scanned.body_start])
         .map_err(|_| ParseError::new(ErrorKind::InvalidUtf8))?;
     let start_line = &head[..scanned.start_line_end - scanned.start];
     let body_start = scanned.body_start;
     let scanned_start = scanned.start;
-    let headers = Headers::from_parts(buf.clone(), scanned.arena, scanned.entries);
 
     let message =
         if start_line.len() >= 4 && start_line.as_bytes()[..4].eq_ignore_ascii_case(b"SIP/") {
             let (status, reason) = parse_status_line(start_line)?;
-            validate::response(&headers, head, scanned_start)?;
-            let body = body(&buf, body_start, &headers, limits)?;
+            let checked = validate::response(&headers, head, scanned_start)?;
+            let body = body(&buf, body_start, checked.content_length, limits)?;
             Message::Response(Response {
                 status,
                 reason: reason.to_owned(),
@@ -114,8 +117,8 @@ fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
             })
         } else {
             let (method, uri) = parse_request_line(start_line)?;
-            validate::request(&method, &headers, head, scanned_start)?;
-            let body = body(&buf, body_start, &headers, limits)?;
+            let checked = validate::request(&method, &headers, head, scanned_start)?;
+            let body = body(&buf, body_start, checked.content_length, limits)?;
             Message::Request(Request {
                 method,
                 uri,
@@ -139,10 +142,16 @@ fn check_version(version: &str) -> Result<(), ParseError> {
 /// `Method SP Request-URI SP SIP-Version`, single spaces only (RFC 4475 §3.1.2.9/10).
 fn parse_request_line(line: &str) -> Result<(Method, Uri), ParseError> {
     let bad = || ParseError::new(ErrorKind::BadStartLine);
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // Exactly three fields separated by single spaces.
+    let fields = grammar::find(line.as_bytes(), b' ').and_then(|a| {
+        let rest = &line[a + 1..];
+        let b = grammar::find(rest.as_bytes(), b' ')?;
+        let version = &rest[b + 1..];
+        grammar::find(version.as_bytes(), b' ')
+            .is_none()
+            .then(|| (&line[..a], &rest[..b], version))
+    });
+    let Some((method, uri, version)) = fields else {
         // Still answer 505 for a recognisable SIP request of another version.
         let last = line.rsplit(' ').next().unwrap_or_default();
         check_version(last)?;
@@ -184,11 +193,14 @@ fn parse_status_line(line: &str) -> Result<(u16, &str), ParseError> {
 fn body(
     buf: &Bytes,
     body_start: usize,
-    headers: &Headers,
+    content_length: Option<&str>,
     limits: &Limits,
 ) -> Result<Bytes, ParseError> {
     let available = buf.len() - body_start;
-    let len = match headers.content_length()? {
+    let content_length = content_length
+        .map(typed::parse_content_length)
+        .transpose()?;
+    let len = match content_length {
         Some(n) if n > limits.max_body => return Err(ParseError::new(ErrorKind::BodyTooLarge)),
         Some(n) if n > available => return Err(ParseError::new(ErrorKind::BadContentLength)),
         Some(n) => n,
@@ -247,17 +259,18 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Result<Framing, ParseError> {
         }
         return Ok(Framing { skip, len: None });
     }
-    let Some(scanned) = scan::scan(rest, limits, Mode::Stream)? else {
+    let mut entries = EntryList::new();
+    let mut arena = String::new();
+    let Some(scanned) = scan::scan(rest, limits, Mode::Stream, &mut entries, &mut arena)? else {
         if rest.len() > limits.max_message {
             return Err(ParseError::new(ErrorKind::MessageTooLarge));
         }
         return Ok(Framing { skip, len: None });
     };
-    let mut lengths = scanned
-        .entries
+    let mut lengths = entries
         .iter()
         .filter(|e| e.known == Some(Known::ContentLength))
-        .map(|e| e.value.resolve(rest, &scanned.arena));
+        .map(|e| e.value.resolve(rest, &arena));
     let value = lengths
         .next()
         .ok_or(ParseError::new(ErrorKind::MissingHeader(

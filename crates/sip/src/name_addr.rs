@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use crate::error::ParseError;
 use crate::grammar::{
-    check_params, find_param, is_lws, is_token_char, owned_params, parse_u32, quote, quoted_end,
-    set_param, trim, unquote, write_params,
+    check_params, find, find2, find_param, is_lws, is_token_char, owned_params, parse_u32, quote,
+    quoted_end, set_param, trim, unquote, write_params,
 };
 use crate::header_name::HeaderName;
 use crate::uri::{self, Uri};
@@ -41,16 +41,13 @@ pub(crate) fn scan(s: &str) -> Result<NameAddrRef<'_>, ()> {
     let (display, lt) = if bytes[0] == b'"' {
         let end = quoted_end(bytes, 0).ok_or(())?;
         let rest = &s[end..];
-        let skip = rest.len()
-            - rest
-                .trim_start_matches(|c: char| c.is_ascii() && is_lws(c as u8))
-                .len();
+        let skip = rest.bytes().take_while(|&b| is_lws(b)).count();
         if bytes.get(end + skip) != Some(&b'<') {
             return Err(());
         }
         (Some(&s[..end]), Some(end + skip))
     } else {
-        match memchr::memchr(b'<', bytes) {
+        match find(bytes, b'<') {
             Some(lt) => {
                 let name = trim(&s[..lt]);
                 if !name.bytes().all(|b| is_token_char(b) || is_lws(b)) {
@@ -63,22 +60,25 @@ pub(crate) fn scan(s: &str) -> Result<NameAddrRef<'_>, ()> {
     };
     let (uri_text, params) = match lt {
         Some(lt) => {
-            let gt = lt + memchr::memchr(b'>', &bytes[lt..]).ok_or(())?;
+            let gt = lt + find(&bytes[lt..], b'>').ok_or(())?;
             (&s[lt + 1..gt], &s[gt + 1..])
         }
         None => {
             // addr-spec form: parameters after the URI belong to the header (RFC 3261 §20.10),
             // and a URI containing '?' or ',' must be enclosed in <> (RFC 4475 §3.1.2.13).
-            let end = memchr::memchr(b';', bytes).unwrap_or(bytes.len());
+            let end = find(bytes, b';').unwrap_or(bytes.len());
             // SEMI may be preceded by whitespace (RFC 4475 §3.1.1.1 "To: sip:... ;tag=").
             let uri_text = trim(&s[..end]);
-            if uri_text.contains(['?', ',']) {
+            if find2(uri_text.as_bytes(), b'?', b',').is_some() {
                 return Err(());
             }
             (uri_text, &s[end..])
         }
     };
-    if uri_text.is_empty() || uri_text.bytes().any(is_lws) {
+    // A URI containing linear whitespace is rejected by `uri::analyze`, whose character
+    // classes (and IPv6 parsing) exclude SP, HT, CR and LF for every scheme
+    // (`uri::tests::whitespace_is_never_part_of_a_uri`), so no separate pass looks for it.
+    if uri_text.is_empty() {
         return Err(());
     }
     let uri_parts = uri::analyze(uri_text).map_err(|_| ())?;

@@ -6,7 +6,7 @@ use memchr::{memchr, memchr2};
 
 use crate::error::{ErrorKind, ParseError};
 use crate::grammar::is_token_char;
-use crate::header_name::lookup;
+use crate::header_name::lookup_token;
 use crate::headers::{Entry, EntryList, Span};
 use crate::limits::Limits;
 
@@ -19,16 +19,13 @@ pub(crate) enum Mode {
     Stream,
 }
 
-/// What the scan found.
+/// Where the scan found the parts of the message; the header fields go to the caller's list.
+#[derive(Clone, Copy)]
 pub(crate) struct Scanned {
     /// Offset where the start line begins (after skipped CRLFs).
     pub(crate) start: usize,
     /// End of the start line (CR/LF excluded).
     pub(crate) start_line_end: usize,
-    /// Header fields in order.
-    pub(crate) entries: EntryList,
-    /// Unfolded copies of multi-line values.
-    pub(crate) arena: String,
     /// Offset of the first body byte.
     pub(crate) body_start: usize,
 }
@@ -40,15 +37,18 @@ pub(crate) fn leading_crlf(buf: &[u8]) -> usize {
         .count()
 }
 
-struct Pending {
-    known: Option<crate::header_name::Known>,
-    name: (usize, usize),
+/// The last header field seen, while continuation lines may still extend it. Its entry is
+/// already in the list (value trimmed as for a single line); a folded value is unfolded into
+/// the arena when the field is closed.
+#[derive(Clone, Copy)]
+struct Open {
+    line_start: usize,
     value_start: usize,
     value_end: usize,
-    line_start: usize,
     folded: bool,
 }
 
+#[inline]
 fn is_wsp(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -82,12 +82,20 @@ fn last_line_end(buf: &[u8], pos: usize) -> Result<usize, ParseError> {
 }
 
 /// Scans the head of a message. `Ok(None)` means a stream needs more bytes.
-pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Scanned>, ParseError> {
+#[inline]
+///
+/// Header fields are appended to `entries` (which the caller passes empty) and unfolded values
+/// to `arena`; filling the caller's list saves moving the inline array around.
+pub(crate) fn scan(
+    buf: &[u8],
+    limits: &Limits,
+    mode: Mode,
+    entries: &mut EntryList,
+    arena: &mut String,
+) -> Result<Option<Scanned>, ParseError> {
     let start = leading_crlf(buf);
     let len = buf.len();
-    let mut entries = EntryList::new();
-    let mut arena = String::new();
-    let mut pending: Option<Pending> = None;
+    let mut open: Option<Open> = None;
 
     // Start line.
     let (start_line_end, mut pos) = match find_line_end(buf, start)? {
@@ -113,7 +121,7 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
             match mode {
                 Mode::Stream => return Ok(None),
                 Mode::Datagram => {
-                    finish(buf, pending.take(), &mut entries, &mut arena)?;
+                    close(buf, open.take(), entries, arena)?;
                     body_start = len;
                     break;
                 }
@@ -123,8 +131,8 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
             Some(found) => found,
             None => match mode {
                 Mode::Stream => {
-                    let open = pending.as_ref().map_or(pos, |p| p.line_start);
-                    if len - open > limits.max_header_line {
+                    let from = open.as_ref().map_or(pos, |o| o.line_start);
+                    if len - from > limits.max_header_line {
                         return Err(ParseError::new(ErrorKind::HeaderTooLong));
                     }
                     return Ok(None);
@@ -133,23 +141,23 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
             },
         };
         let line = &buf[pos..line_end];
-        if line.is_empty() {
-            finish(buf, pending.take(), &mut entries, &mut arena)?;
+        let Some(&first) = line.first() else {
+            close(buf, open.take(), entries, arena)?;
             body_start = next;
             break;
-        }
-        if is_wsp(line[0]) {
+        };
+        if is_wsp(first) {
             // Continuation line (header folding, RFC 3261 §7.3.1).
-            let Some(p) = pending.as_mut() else {
+            let Some(o) = open.as_mut() else {
                 return Err(ParseError::new(ErrorKind::BadHeaderLine));
             };
-            p.value_end = line_end;
-            p.folded = true;
-            if line_end - p.line_start > limits.max_header_line {
+            o.value_end = line_end;
+            o.folded = true;
+            if line_end - o.line_start > limits.max_header_line {
                 return Err(ParseError::new(ErrorKind::HeaderTooLong));
             }
         } else {
-            finish(buf, pending.take(), &mut entries, &mut arena)?;
+            close(buf, open.take(), entries, arena)?;
             if line.len() > limits.max_header_line {
                 return Err(ParseError::new(ErrorKind::HeaderTooLong));
             }
@@ -168,17 +176,23 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
             if name_end == 0 || line.get(colon) != Some(&b':') {
                 return Err(ParseError::new(ErrorKind::BadHeaderLine));
             }
-            let name = &line[..name_end];
             let mut value_start = pos + colon + 1;
             while value_start < line_end && is_wsp(buf[value_start]) {
                 value_start += 1;
             }
-            pending = Some(Pending {
-                known: lookup(name),
-                name: (pos, pos + name_end),
+            let mut value_end = line_end;
+            while value_end > value_start && is_wsp(buf[value_end - 1]) {
+                value_end -= 1;
+            }
+            entries.push(Entry {
+                known: lookup_token(&line[..name_end]),
+                name: Span::buf(pos, pos + name_end),
+                value: Span::buf(value_start, value_end),
+            });
+            open = Some(Open {
+                line_start: pos,
                 value_start,
                 value_end: line_end,
-                line_start: pos,
                 folded: false,
             });
         }
@@ -187,50 +201,47 @@ pub(crate) fn scan(buf: &[u8], limits: &Limits, mode: Mode) -> Result<Option<Sca
     Ok(Some(Scanned {
         start,
         start_line_end,
-        entries,
-        arena,
         body_start,
     }))
 }
 
-/// Records a completed header field: trailing whitespace trimmed, folded values unfolded into
-/// the arena with each line break and its surrounding whitespace replaced by one space.
-fn finish(
+/// Completes the last header field: a folded value is unfolded into the arena, each line
+/// break and its surrounding whitespace replaced by one space.
+#[inline]
+fn close(
     buf: &[u8],
-    pending: Option<Pending>,
+    open: Option<Open>,
     entries: &mut EntryList,
     arena: &mut String,
 ) -> Result<(), ParseError> {
-    let Some(p) = pending else {
-        return Ok(());
-    };
-    let name = Span::buf(p.name.0, p.name.1);
-    let value = if p.folded {
-        let raw = &buf[p.value_start..p.value_end];
-        let text = std::str::from_utf8(raw).map_err(|_| ParseError::new(ErrorKind::InvalidUtf8))?;
-        let start = arena.len();
-        for piece in text.split('\n') {
-            let piece = piece.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
-            if piece.is_empty() {
-                continue;
-            }
-            if arena.len() > start {
-                arena.push(' ');
-            }
-            arena.push_str(piece);
+    match open {
+        Some(o) if o.folded => unfold(buf, o, entries, arena),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn unfold(
+    buf: &[u8],
+    o: Open,
+    entries: &mut EntryList,
+    arena: &mut String,
+) -> Result<(), ParseError> {
+    let raw = &buf[o.value_start..o.value_end];
+    let text = std::str::from_utf8(raw).map_err(|_| ParseError::new(ErrorKind::InvalidUtf8))?;
+    let start = arena.len();
+    for piece in text.split('\n') {
+        let piece = piece.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+        if piece.is_empty() {
+            continue;
         }
-        Span::arena(start, arena.len())
-    } else {
-        let mut end = p.value_end;
-        while end > p.value_start && is_wsp(buf[end - 1]) {
-            end -= 1;
+        if arena.len() > start {
+            arena.push(' ');
         }
-        Span::buf(p.value_start, end)
-    };
-    entries.push(Entry {
-        known: p.known,
-        name,
-        value,
-    });
+        arena.push_str(piece);
+    }
+    if let Some(last) = entries.last_mut() {
+        last.value = Span::arena(start, arena.len());
+    }
     Ok(())
 }

@@ -158,15 +158,7 @@ impl Headers {
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
         match self.first_line(&HeaderName::ContentLength) {
             None => Ok(None),
-            Some(v) => {
-                let v = trim(v);
-                if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(ParseError::new(ErrorKind::BadContentLength));
-                }
-                v.parse()
-                    .map(Some)
-                    .map_err(|_| ParseError::new(ErrorKind::BadContentLength))
-            }
+            Some(v) => parse_content_length(v).map(Some),
         }
     }
 
@@ -258,4 +250,14 @@ impl Headers {
     pub fn date(&self) -> Option<&str> {
         self.first_line(&HeaderName::Date)
     }
+}
+
+/// A Content-Length value: 1 to 12 digits, surrounding whitespace allowed.
+pub(crate) fn parse_content_length(v: &str) -> Result<usize, ParseError> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::new(ErrorKind::BadContentLength));
+    }
+    v.parse()
+        .map_err(|_| ParseError::new(ErrorKind::BadContentLength))
 }

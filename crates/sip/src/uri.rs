@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::{class, ByteClass};
+use crate::grammar::{class, find, find2, ByteClass};
 
 /// The URI scheme.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -155,6 +155,12 @@ pub(crate) fn escape(s: &str, allowed: &ByteClass) -> String {
     out
 }
 
+/// Whether `b` may appear in a domain name or IPv4 address.
+#[inline]
+pub(crate) fn is_host_char(b: u8) -> bool {
+    HOST[usize::from(b)]
+}
+
 /// Validates a host: a domain name, an IPv4 address, or a bracketed IPv6 reference.
 pub(crate) fn is_valid_host(host: &str) -> bool {
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
@@ -215,7 +221,22 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
     if s.len() > u32::MAX as usize / 2 {
         return Err(err());
     }
-    let colon = memchr::memchr(b':', s.as_bytes()).ok_or_else(err)?;
+    let bytes = s.as_bytes();
+    // Fast path for the common "sip:" (any case): a valid scheme, so the checks below agree.
+    if bytes.len() >= 4 && bytes[3] == b':' && bytes[..3].eq_ignore_ascii_case(b"sip") {
+        let mut parts = Parts {
+            kind: Kind::Sip,
+            user: None,
+            password: None,
+            host: span(4, 4),
+            port: None,
+            params: span(s.len(), s.len()),
+            headers: None,
+        };
+        analyze_sip(&mut parts, &s[4..], 4)?;
+        return Ok(parts);
+    }
+    let colon = find(bytes, b':').ok_or_else(err)?;
     let scheme_text = &s[..colon];
     let sb = scheme_text.as_bytes();
     if sb.is_empty() || !sb[0].is_ascii_alphabetic() || !sb.iter().all(|&b| SCHEME[usize::from(b)])
@@ -258,45 +279,86 @@ pub(crate) fn analyze(s: &str) -> Result<Parts, ParseError> {
     Ok(parts)
 }
 
-fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
-    let err = || ParseError::new(ErrorKind::InvalidUri);
-    // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
-    let (host_start, userinfo) = match memchr::memrchr(b'@', rest.as_bytes()) {
-        Some(at) => (at + 1, Some(&rest[..at])),
-        None => (0, None),
-    };
-    if let Some(userinfo) = userinfo {
-        let (user, password) = match memchr::memchr(b':', userinfo.as_bytes()) {
-            Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
-            None => (userinfo, None),
-        };
-        if user.is_empty() || !check_escaped(user, &USER) {
-            return Err(err());
-        }
-        parts.user = Some(span(base, base + user.len()));
-        if let Some(password) = password {
-            if !check_escaped(password, &PASSWORD) {
-                return Err(err());
+/// Length of the run of `allowed` bytes and `%HH` escapes in `b[start..end]`, from `start`; an
+/// error for a `%` without two hex digits before `end`. The byte at the returned position (if
+/// any) is the first one that is neither.
+fn escaped_run(b: &[u8], start: usize, end: usize, allowed: &ByteClass) -> Result<usize, ()> {
+    let mut i = start;
+    while i < end {
+        let c = b[i];
+        if c == b'%' {
+            if i + 2 >= end || !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return Err(());
             }
-            let start = base + user.len() + 1;
-            parts.password = Some(span(start, start + password.len()));
+            i += 3;
+        } else if allowed[usize::from(c)] {
+            i += 1;
+        } else {
+            break;
         }
     }
+    Ok(i)
+}
+
+fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
+    let err = || ParseError::new(ErrorKind::InvalidUri);
+    let b = rest.as_bytes();
+    // '@' only appears raw as the userinfo delimiter: nothing after the host start accepts it
+    // (host, port, parameters and headers all reject a raw '@'), so the userinfo is found
+    // scanning forward: `user [":" password] "@"`, each escaped. When no '@' ends such a run
+    // there is no userinfo, and whatever the run covered is checked again as host and
+    // parameters, which reject every byte and bad escape the run stopped at or failed on.
+    let len = b.len();
+    let mut userinfo = None;
+    let user_end = escaped_run(b, 0, len, &USER).map_err(|_| err())?;
+    match b.get(user_end) {
+        Some(b'@') => userinfo = Some((user_end, None)),
+        Some(b':') => {
+            let pw_end = escaped_run(b, user_end + 1, len, &PASSWORD).map_err(|_| err())?;
+            if b.get(pw_end) == Some(&b'@') {
+                userinfo = Some((user_end, Some(pw_end)));
+            }
+        }
+        _ => {}
+    }
+    let host_start = match userinfo {
+        Some((user_end, password_end)) => {
+            if user_end == 0 {
+                return Err(err());
+            }
+            parts.user = Some(span(base, base + user_end));
+            match password_end {
+                Some(pw_end) => {
+                    parts.password = Some(span(base + user_end + 1, base + pw_end));
+                    pw_end + 1
+                }
+                None => user_end + 1,
+            }
+        }
+        None => 0,
+    };
     let hp = &rest[host_start..];
     let hp_base = base + host_start;
     let hpb = hp.as_bytes();
     let host_len = if hp.starts_with('[') {
-        memchr::memchr(b']', hpb).map(|i| i + 1).ok_or_else(err)?
+        let len = find(hpb, b']').map(|i| i + 1).ok_or_else(err)?;
+        if !is_valid_host(&hp[..len]) {
+            return Err(err());
+        }
+        len
     } else {
-        memchr::memchr3(b':', b';', b'?', hpb).unwrap_or(hp.len())
+        // The host runs to the first ':', ';' or '?' (none of them host characters) and must
+        // be non-empty host characters throughout.
+        let len = hpb.iter().take_while(|&&c| HOST[usize::from(c)]).count();
+        if len == 0 || (len < hpb.len() && !matches!(hpb[len], b':' | b';' | b'?')) {
+            return Err(err());
+        }
+        len
     };
-    if !is_valid_host(&hp[..host_len]) {
-        return Err(err());
-    }
     parts.host = span(hp_base, hp_base + host_len);
     let mut i = host_len;
     if let Some(port_text) = hp[i..].strip_prefix(':') {
-        let end = memchr::memchr2(b';', b'?', port_text.as_bytes()).unwrap_or(port_text.len());
+        let end = find2(port_text.as_bytes(), b';', b'?').unwrap_or(port_text.len());
         let digits = &port_text[..end];
         if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
@@ -305,25 +367,39 @@ fn analyze_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseEr
         i += 1 + end;
     }
     let tail = &hp[i..];
-    let (params, headers) = match memchr::memchr(b'?', tail.as_bytes()) {
+    let (params, headers) = match find(tail.as_bytes(), b'?') {
         Some(q) => (&tail[..q], Some(&tail[q + 1..])),
         None => (tail, None),
     };
     if !params.is_empty() {
-        let body = params.strip_prefix(';').ok_or_else(err)?;
-        for p in body.split(';') {
-            let (name, value) = match memchr::memchr(b'=', p.as_bytes()) {
-                Some(e) => (&p[..e], Some(&p[e + 1..])),
-                None => (p, None),
-            };
-            if name.is_empty() || !check_escaped(name, &PARAM) {
+        // ";name[=value]" repeated; '=', ';' and '?' are neither parameter characters nor hex
+        // digits, so each run stops exactly at the next delimiter.
+        let pb = params.as_bytes();
+        let end = pb.len();
+        if pb[0] != b';' {
+            return Err(err());
+        }
+        let mut at = 1;
+        loop {
+            let name_end = escaped_run(pb, at, end, &PARAM).map_err(|_| err())?;
+            if name_end == at {
                 return Err(err());
             }
-            if let Some(v) = value {
-                if v.is_empty() || !check_escaped(v, &PARAM) {
+            let mut next = name_end;
+            if next < end && pb[next] == b'=' {
+                let value_end = escaped_run(pb, next + 1, end, &PARAM).map_err(|_| err())?;
+                if value_end == next + 1 {
                     return Err(err());
                 }
+                next = value_end;
             }
+            if next == end {
+                break;
+            }
+            if pb[next] != b';' {
+                return Err(err());
+            }
+            at = next + 1;
         }
     }
     let pstart = hp_base + i;
@@ -589,5 +665,190 @@ impl FromStr for Uri {
 
     fn from_str(s: &str) -> Result<Uri, ParseError> {
         Uri::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The SIP URI check as it was before the single forward pass (kept to pin equivalence).
+    fn reference_sip(parts: &mut Parts, rest: &str, base: usize) -> Result<(), ParseError> {
+        let err = || ParseError::new(ErrorKind::InvalidUri);
+        // '@' only appears raw as the userinfo delimiter: parameters and headers must escape it.
+        let (host_start, userinfo) = match memchr::memrchr(b'@', rest.as_bytes()) {
+            Some(at) => (at + 1, Some(&rest[..at])),
+            None => (0, None),
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match memchr::memchr(b':', userinfo.as_bytes()) {
+                Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                None => (userinfo, None),
+            };
+            if user.is_empty() || !check_escaped(user, &USER) {
+                return Err(err());
+            }
+            parts.user = Some(span(base, base + user.len()));
+            if let Some(password) = password {
+                if !check_escaped(password, &PASSWORD) {
+                    return Err(err());
+                }
+                let start = base + user.len() + 1;
+                parts.password = Some(span(start, start + password.len()));
+            }
+        }
+        let hp = &rest[host_start..];
+        let hp_base = base + host_start;
+        let hpb = hp.as_bytes();
+        let host_len = if hp.starts_with('[') {
+            memchr::memchr(b']', hpb).map(|i| i + 1).ok_or_else(err)?
+        } else {
+            memchr::memchr3(b':', b';', b'?', hpb).unwrap_or(hp.len())
+        };
+        if !is_valid_host(&hp[..host_len]) {
+            return Err(err());
+        }
+        parts.host = span(hp_base, hp_base + host_len);
+        let mut i = host_len;
+        if let Some(port_text) = hp[i..].strip_prefix(':') {
+            let end = memchr::memchr2(b';', b'?', port_text.as_bytes()).unwrap_or(port_text.len());
+            let digits = &port_text[..end];
+            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(err());
+            }
+            parts.port = Some(digits.parse::<u16>().map_err(|_| err())?);
+            i += 1 + end;
+        }
+        let tail = &hp[i..];
+        let (params, headers) = match memchr::memchr(b'?', tail.as_bytes()) {
+            Some(q) => (&tail[..q], Some(&tail[q + 1..])),
+            None => (tail, None),
+        };
+        if !params.is_empty() {
+            let body = params.strip_prefix(';').ok_or_else(err)?;
+            for p in body.split(';') {
+                let (name, value) = match memchr::memchr(b'=', p.as_bytes()) {
+                    Some(e) => (&p[..e], Some(&p[e + 1..])),
+                    None => (p, None),
+                };
+                if name.is_empty() || !check_escaped(name, &PARAM) {
+                    return Err(err());
+                }
+                if let Some(v) = value {
+                    if v.is_empty() || !check_escaped(v, &PARAM) {
+                        return Err(err());
+                    }
+                }
+            }
+        }
+        let pstart = hp_base + i;
+        parts.params = span(pstart, pstart + params.len());
+        if let Some(h) = headers {
+            for pair in h.split('&') {
+                let (name, value) = pair.split_once('=').ok_or_else(err)?;
+                if name.is_empty()
+                    || !check_escaped(name, &HEADER)
+                    || !check_escaped(value, &HEADER)
+                {
+                    return Err(err());
+                }
+            }
+            let hstart = pstart + params.len() + 1;
+            parts.headers = Some(span(hstart, hstart + h.len()));
+        }
+        Ok(())
+    }
+
+    fn outcome(rest: &str, f: fn(&mut Parts, &str, usize) -> Result<(), ParseError>) -> String {
+        let mut parts = Parts {
+            kind: Kind::Sip,
+            user: None,
+            password: None,
+            host: span(4, 4),
+            port: None,
+            params: span(4 + rest.len(), 4 + rest.len()),
+            headers: None,
+        };
+        match f(&mut parts, rest, 4) {
+            Ok(()) => format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?}",
+                parts.user, parts.password, parts.host, parts.port, parts.params, parts.headers
+            ),
+            Err(e) => format!("error {e:?}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sip_uri_check_matches_the_reference(rest in "[@:;?=%&a1F\\[\\]#. ]{0,14}") {
+            prop_assert_eq!(outcome(&rest, analyze_sip), outcome(&rest, reference_sip));
+        }
+    }
+
+    #[test]
+    fn userinfo_is_split_at_the_only_raw_at_sign() {
+        let ok = [
+            ("sip:u:p@h", Some("u"), Some("p")),
+            ("sip:u@h", Some("u"), None),
+            ("sip:u:@h", Some("u"), Some("")),
+            ("sip:h:5060", None, None),
+            ("sip:h:50@60", Some("h"), Some("50")),
+            ("sip:h?a=b@c", Some("h?a=b"), None),
+            ("sip:h;a=b:c", None, None),
+            ("sip:%61;x@h", Some("%61;x"), None),
+            ("sip:h?x=%40", None, None),
+            ("sip:u@h:5060;transport=tcp?subject=x", Some("u"), None),
+            ("sip:u:p%40q@[2001:db8::1]:5061", Some("u"), Some("p%40q")),
+        ];
+        for (uri, user, password) in ok {
+            let parsed = super::Uri::parse(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert_eq!(parsed.user_raw(), user, "{uri}");
+            assert_eq!(parsed.password(), password, "{uri}");
+        }
+        let bad = [
+            "sip:a@b@c",
+            "sip:@h",
+            "sip::p@h",
+            "sip:h;x=@",
+            "sip:u@h;x=%zz",
+            "sip:a#b@c",
+            "sip:[::1]@x",
+            "sip:a:b#c@d",
+            "sip:a:b:c@d",
+            "sip:u%4@h",
+            "sip:u:p%4@h",
+            "sip:u@",
+            "sip:u@h@",
+            "sip:%zz",
+        ];
+        for uri in bad {
+            assert!(analyze(uri).is_err(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn whitespace_is_never_part_of_a_uri() {
+        let uris = [
+            "sip:alice@example.com",
+            "SIP:alice:pw@example.com:5060;transport=tcp;lr?subject=x&b=c",
+            "sips:[2001:db8::1]:5061;maddr=[2001:db8::2]",
+            "sip:[2001:db8:::192.0.2.1]",
+            "tel:+1-201-555-0123;phone-context=example.com",
+            "urn:service:sos",
+            "http://example.com/a?b=c",
+            "sip:%61lice@example.com;x=%20",
+        ];
+        for uri in uris {
+            assert!(analyze(uri).is_ok(), "{uri}");
+            for at in 0..=uri.len() {
+                for ws in [" ", "\t", "\r", "\n", "\r\n "] {
+                    let mut bad = uri.to_owned();
+                    bad.insert_str(at, ws);
+                    assert!(analyze(&bad).is_err(), "{bad:?}");
+                }
+            }
+        }
     }
 }

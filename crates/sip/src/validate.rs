@@ -4,7 +4,7 @@
 
 use crate::cseq;
 use crate::error::{ErrorKind, ParseError};
-use crate::grammar::{is_word_char, parse_u32, trim, CommaSplit};
+use crate::grammar::{find, is_word_char, parse_u32, trim, CommaSplit};
 use crate::header_name::{HeaderName, Known};
 use crate::headers::Headers;
 use crate::method::Method;
@@ -26,52 +26,83 @@ fn invalid(known: Known) -> ParseError {
     ParseError::invalid(known.name())
 }
 
+/// Values of the single-occurrence fields that parsing needs after validation.
+pub(crate) struct Checked<'a> {
+    /// The Content-Length value, if present.
+    pub(crate) content_length: Option<&'a str>,
+}
+
 /// Checks a request's header fields; `method` is the start-line method.
-pub(crate) fn request(
+pub(crate) fn request<'a>(
     method: &Method,
-    headers: &Headers,
-    head: &str,
+    headers: &'a Headers,
+    head: &'a str,
     base: usize,
-) -> Result<(), ParseError> {
-    common(headers, head, base)?;
-    let cseq_value = first(headers, Known::CSeq).unwrap_or_default();
+) -> Result<Checked<'a>, ParseError> {
+    let found = common(headers, head, base)?;
+    let cseq_value = found.cseq.unwrap_or_default();
     let (_, cseq_method) = cseq::scan(cseq_value)?;
     if !method.matches(cseq_method) {
         return Err(ParseError::new(ErrorKind::CSeqMethodMismatch {
             unknown_method: !method.is_known(),
         }));
     }
-    if let Some(v) = first(headers, Known::MaxForwards) {
+    if let Some(v) = found.max_forwards {
         match parse_u32(trim(v)) {
             Some(n) if n <= 255 => {}
             _ => return Err(invalid(Known::MaxForwards)),
         }
     }
-    Ok(())
+    Ok(Checked {
+        content_length: found.content_length,
+    })
 }
 
 /// Checks a response's header fields.
-pub(crate) fn response(headers: &Headers, head: &str, base: usize) -> Result<(), ParseError> {
-    common(headers, head, base)?;
-    let cseq_value = first(headers, Known::CSeq).unwrap_or_default();
+pub(crate) fn response<'a>(
+    headers: &'a Headers,
+    head: &'a str,
+    base: usize,
+) -> Result<Checked<'a>, ParseError> {
+    let found = common(headers, head, base)?;
+    let cseq_value = found.cseq.unwrap_or_default();
     cseq::scan(cseq_value)?;
-    Ok(())
+    Ok(Checked {
+        content_length: found.content_length,
+    })
 }
 
-fn first(headers: &Headers, known: Known) -> Option<&str> {
-    headers
-        .entries()
-        .iter()
-        .find(|e| e.known == Some(known))
-        .map(|e| headers.text(e.value))
+/// The (only) value of each single-occurrence field the checks below need.
+#[derive(Default)]
+struct Found<'a> {
+    cseq: Option<&'a str>,
+    max_forwards: Option<&'a str>,
+    content_length: Option<&'a str>,
 }
 
-fn common(headers: &Headers, head: &str, base: usize) -> Result<(), ParseError> {
+/// Index of a header field that may appear at most once in [`SINGLETONS`].
+#[inline]
+fn singleton_index(known: Known) -> Option<usize> {
+    match known {
+        Known::From => Some(0),
+        Known::To => Some(1),
+        Known::CallId => Some(2),
+        Known::CSeq => Some(3),
+        Known::MaxForwards => Some(4),
+        Known::ContentLength => Some(5),
+        Known::ContentType => Some(6),
+        _ => None,
+    }
+}
+
+fn common<'a>(headers: &'a Headers, head: &'a str, base: usize) -> Result<Found<'a>, ParseError> {
     let mut counts = [0u8; 7];
+    let mut found = Found::default();
     let mut vias = 0usize;
     for e in headers.entries() {
         let Some(known) = e.known else { continue };
-        if let Some(i) = SINGLETONS.iter().position(|&k| k == known) {
+        if let Some(i) = singleton_index(known) {
+            debug_assert_eq!(SINGLETONS[i], known);
             counts[i] = counts[i].saturating_add(1);
             if counts[i] > 1 {
                 return Err(ParseError::new(ErrorKind::DuplicateHeader(known.name())));
@@ -95,6 +126,9 @@ fn common(headers: &Headers, head: &str, base: usize) -> Result<(), ParseError> 
                 }
             }
             Known::Contact => check_contact(value)?,
+            Known::CSeq => found.cseq = Some(value),
+            Known::MaxForwards => found.max_forwards = Some(value),
+            Known::ContentLength => found.content_length = Some(value),
             Known::Date if !is_rfc1123_date(trim(value)) => {
                 return Err(invalid(Known::Date));
             }
@@ -115,17 +149,16 @@ fn common(headers: &Headers, head: &str, base: usize) -> Result<(), ParseError> 
     missing(1, HeaderName::To)?;
     missing(2, HeaderName::CallId)?;
     missing(3, HeaderName::CSeq)?;
-    Ok(())
+    Ok(found)
 }
 
 /// `word ["@" word]`.
 fn is_call_id(v: &str) -> bool {
-    let mut parts = v.splitn(2, '@');
-    let ok = |w: &str| !w.is_empty() && w.bytes().all(is_word_char);
-    match (parts.next(), parts.next()) {
-        (Some(a), None) => ok(a),
-        (Some(a), Some(b)) => ok(a) && ok(b),
-        _ => false,
+    let ok = |w: &[u8]| !w.is_empty() && w.iter().all(|&b| is_word_char(b));
+    let v = v.as_bytes();
+    match find(v, b'@') {
+        None => ok(v),
+        Some(at) => ok(&v[..at]) && ok(&v[at + 1..]),
     }
 }
 

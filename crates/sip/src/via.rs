@@ -5,10 +5,10 @@ use std::str::FromStr;
 
 use crate::error::ParseError;
 use crate::grammar::{
-    check_params, find_param, is_lws, is_token_char, owned_params, set_param, write_params,
+    check_params, find, find_param, is_lws, is_token_char, owned_params, set_param, write_params,
 };
 use crate::header_name::HeaderName;
-use crate::uri::is_valid_host;
+use crate::uri::{is_host_char, is_valid_host};
 
 /// The RFC 3261 branch magic cookie.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -88,18 +88,26 @@ pub(crate) fn scan(s: &str) -> Result<ViaRef<'_>, ()> {
     let bytes = s.as_bytes();
     let host_start = c.i;
     if bytes.get(c.i) == Some(&b'[') {
-        let close = memchr::memchr(b']', &bytes[c.i..]).ok_or(())?;
+        let close = find(&bytes[c.i..], b']').ok_or(())?;
         c.i += close + 1;
+        if !is_valid_host(&s[host_start..c.i]) {
+            return Err(());
+        }
     } else {
-        while c.i < bytes.len() && !matches!(bytes[c.i], b':' | b';' | b',') && !is_lws(bytes[c.i])
-        {
+        // The host runs to ':', ';', ',' or whitespace (none of them host characters) and must
+        // be non-empty host characters throughout: one pass checks both.
+        while c.i < bytes.len() && is_host_char(bytes[c.i]) {
             c.i += 1;
+        }
+        let ends_well = match bytes.get(c.i) {
+            None => true,
+            Some(&b) => matches!(b, b':' | b';' | b',') || is_lws(b),
+        };
+        if c.i == host_start || !ends_well {
+            return Err(());
         }
     }
     let host = &s[host_start..c.i];
-    if !is_valid_host(host) {
-        return Err(());
-    }
     c.skip_lws();
     let mut port = None;
     if bytes.get(c.i) == Some(&b':') {
@@ -216,5 +224,83 @@ impl FromStr for Via {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let r = scan(s).map_err(|_| ParseError::invalid(HeaderName::Via))?;
         Via::from_ref(&r).map_err(|_| ParseError::invalid(HeaderName::Via))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The Via check as it was before the host was checked in the same pass (pins equivalence).
+    fn reference_scan(s: &str) -> Result<ViaRef<'_>, ()> {
+        let mut c = Cursor { s, i: 0 };
+        c.skip_lws();
+        let protocol = c.token()?;
+        c.consume(b'/')?;
+        let version = c.token()?;
+        c.consume(b'/')?;
+        let transport = c.token()?;
+        if !protocol.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return Err(());
+        }
+        let before = c.i;
+        c.skip_lws();
+        if c.i == before {
+            return Err(());
+        }
+        let bytes = s.as_bytes();
+        let host_start = c.i;
+        if bytes.get(c.i) == Some(&b'[') {
+            let close = memchr::memchr(b']', &bytes[c.i..]).ok_or(())?;
+            c.i += close + 1;
+        } else {
+            while c.i < bytes.len()
+                && !matches!(bytes[c.i], b':' | b';' | b',')
+                && !is_lws(bytes[c.i])
+            {
+                c.i += 1;
+            }
+        }
+        let host = &s[host_start..c.i];
+        if !is_valid_host(host) {
+            return Err(());
+        }
+        c.skip_lws();
+        let mut port = None;
+        if bytes.get(c.i) == Some(&b':') {
+            c.i += 1;
+            c.skip_lws();
+            let start = c.i;
+            while c.i < bytes.len() && bytes[c.i].is_ascii_digit() {
+                c.i += 1;
+            }
+            let digits = &s[start..c.i];
+            if digits.is_empty() || digits.len() > 5 {
+                return Err(());
+            }
+            port = Some(digits.parse::<u16>().map_err(|_| ())?);
+        }
+        let params = &s[c.i..];
+        check_params(params)?;
+        Ok(ViaRef {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    fn outcome(r: Result<ViaRef<'_>, ()>) -> Option<(&str, &str, Option<u16>, &str)> {
+        r.ok().map(|v| (v.transport, v.host, v.port, v.params))
+    }
+
+    proptest! {
+        #[test]
+        fn via_check_matches_the_reference(rest in "[a1.:;,= \t\\[\\]_@-]{0,14}") {
+            let value = format!("SIP/2.0/UDP {rest}");
+            prop_assert_eq!(outcome(scan(&value)), outcome(reference_scan(&value)));
+            prop_assert_eq!(outcome(scan(&rest)), outcome(reference_scan(&rest)));
+        }
     }
 }

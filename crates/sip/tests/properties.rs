@@ -146,9 +146,18 @@ fn model() -> impl Strategy<Value = Model> {
                 (method, uri, vias, from, to),
                 (call_id, seq, contacts),
                 (expires, event, state),
-                extra,
+                mut extra,
                 body,
             )| {
+                // Extension header names must be distinct (compared case-insensitively): the
+                // model expects `get(name)` to return each one's own value.
+                let mut seen: Vec<String> = Vec::new();
+                extra.retain(|(name, _)| {
+                    let key = name.to_ascii_lowercase();
+                    let fresh = !seen.contains(&key);
+                    seen.push(key);
+                    fresh
+                });
                 let state = state.map(|(kind, secs, reason)| match kind {
                     0 => SubscriptionState::active(secs),
                     1 => SubscriptionState::pending(secs),
