@@ -57,8 +57,8 @@ pub enum Mode {
 /// The watcher list a `presence.winfo` dialog reports.
 #[derive(Clone, Debug, Default)]
 pub struct WatcherSnapshot {
-    /// When the list was made (orders lists from different replicas).
-    pub at_ms: u64,
+    /// Bumped by every change applied to the list.
+    pub revision: u64,
     pub watchers: Vec<WatcherEntry>,
 }
 
@@ -228,7 +228,7 @@ impl Dialogs {
         let (tx, rx) = watch::channel(Signal {
             mode: dialog.mode,
             watchers: Arc::new(WatcherSnapshot {
-                at_ms: 0,
+                revision: 0,
                 watchers: dialog.watchers,
             }),
             ended: Arc::new(Vec::new()),
@@ -337,34 +337,41 @@ impl Dialogs {
         true
     }
 
-    /// A new watcher list of `presentity` was heard: offered to its
-    /// `presence.winfo` dialogs (older lists are ignored).
-    pub fn offer_watchers(
-        &self,
-        presentity: &str,
-        at_ms: u64,
-        watchers: Vec<WatcherEntry>,
-        ended: Vec<WatcherEntry>,
-    ) {
+    /// Watchers of `presentity` changed: applied to the list of each of its
+    /// `presence.winfo` dialogs (entries replaced or added; `terminated`
+    /// ones removed and remembered, for the partial document's event).
+    pub fn offer_watchers(&self, presentity: &str, changed: &[WatcherEntry]) {
         let Ok(index) = self.index.lock() else {
             return;
         };
-        let snapshot = Arc::new(WatcherSnapshot { at_ms, watchers });
         for entry in index
             .dialogs
             .values()
             .filter(|e| e.presentity == presentity)
         {
             entry.signal.send_if_modified(|s| {
-                if s.mode != Mode::Winfo || at_ms <= s.watchers.at_ms {
+                if s.mode != Mode::Winfo || changed.is_empty() {
                     return false;
                 }
-                s.watchers = snapshot.clone();
+                let snapshot = Arc::make_mut(&mut s.watchers);
+                let mut ended = Vec::new();
+                for w in changed {
+                    let at = snapshot.watchers.iter().position(|x| x.id == w.id);
+                    match (w.status == "terminated", at) {
+                        (true, Some(i)) => {
+                            snapshot.watchers.remove(i);
+                            ended.push(w.clone());
+                        }
+                        (true, None) => ended.push(w.clone()),
+                        (false, Some(i)) => snapshot.watchers[i] = w.clone(),
+                        (false, None) => snapshot.watchers.push(w.clone()),
+                    }
+                }
+                snapshot.revision += 1;
                 if !ended.is_empty() {
-                    let mut remembered: Vec<WatcherEntry> = ended.clone();
-                    remembered.extend(s.ended.iter().cloned());
-                    remembered.truncate(ENDED_MEMORY);
-                    s.ended = Arc::new(remembered);
+                    ended.extend(s.ended.iter().cloned());
+                    ended.truncate(ENDED_MEMORY);
+                    s.ended = Arc::new(ended);
                 }
                 true
             });
@@ -577,8 +584,8 @@ struct WinfoState {
     version: u64,
     /// The list as of the last document, by subscription id.
     reported: HashMap<String, WatcherEntry>,
-    /// `at_ms` of the list last reported.
-    at_ms: u64,
+    /// `revision` of the list last reported.
+    revision: u64,
 }
 
 fn watcher_element(entry: &WatcherEntry) -> Watcher {
@@ -643,7 +650,7 @@ impl WinfoState {
             changed
         };
         self.reported = current;
-        self.at_ms = snapshot.at_ms;
+        self.revision = snapshot.revision;
         if !full && watchers.is_empty() {
             return None;
         }
@@ -701,7 +708,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         let refreshed = signal.refreshes != d.refreshes_seen;
         let reset = signal.resets != d.resets_seen;
         let due = match signal.mode {
-            Mode::Winfo => refreshed || signal.watchers.at_ms > d.winfo.at_ms,
+            Mode::Winfo => refreshed || signal.watchers.revision > d.winfo.revision,
             _ => refreshed || reset || signal.version > d.last_version,
         };
         if due {

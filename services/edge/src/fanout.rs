@@ -31,13 +31,8 @@ pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
                 }) => {
                     edge.dialogs.authorize(&dialog_id, masked, version, &pidf);
                 }
-                Some(Announcement::Watchers {
-                    at_ms,
-                    watchers,
-                    ended,
-                }) => {
-                    edge.dialogs
-                        .offer_watchers(&message.entity, at_ms, watchers, ended);
+                Some(Announcement::Watchers { changed, .. }) => {
+                    edge.dialogs.offer_watchers(&message.entity, &changed);
                 }
                 None => {
                     tracing::warn!(presentity = %message.entity, "unrecognised announcement ignored");

@@ -31,13 +31,12 @@ pub enum Announcement {
         version: u64,
         pidf: String,
     },
-    /// The watcher set of the presentity changed: the whole list, and the
-    /// subscriptions that just ended (for the `presence.winfo` dialogs of the
-    /// presentity). `at_ms` orders lists from different replicas.
+    /// Watchers of the presentity changed (for its `presence.winfo`
+    /// dialogs): each entry as it is now, `terminated` ones (with the event
+    /// that ended them) gone from the list. `at_ms` is when it was made.
     Watchers {
         at_ms: u64,
-        watchers: Vec<WatcherEntry>,
-        ended: Vec<WatcherEntry>,
+        changed: Vec<WatcherEntry>,
     },
 }
 

@@ -302,7 +302,7 @@ impl Subscriptions {
                 ownership::unindex(backend.as_ref(), &previous, &member).await?;
             }
             if !command.refresh && !winfo {
-                self.announce_watchers(&command.presentity, Vec::new())
+                self.announce_watchers(&command.presentity, vec![record.watcher_entry()])
                     .await?;
             }
             record.status
@@ -441,31 +441,26 @@ impl Subscriptions {
         Ok(entries)
     }
 
-    /// Tells the presentity's `presence.winfo` subscribers (through their
-    /// edges) the current watcher list and the watchers that just left.
-    /// Nothing is published when nobody watches the watchers.
+    /// Tells the presentity's `presence.winfo` dialogs (through their
+    /// edges) which watchers changed: one small message per change of the
+    /// watcher set, whatever the number of watchers, and no read of the
+    /// subscription map on this path. Edges holding no winfo dialog of the
+    /// presentity ignore it; those that do apply it to the list they got
+    /// when the dialog started.
     async fn announce_watchers(
         &self,
         presentity: &str,
-        ended: Vec<WatcherEntry>,
+        changed: Vec<WatcherEntry>,
     ) -> Result<(), StoreError> {
-        let records = self.list(presentity).await?;
-        if !records.iter().any(|r| r.dialog.is_winfo()) {
+        if changed.is_empty() {
             return Ok(());
         }
-        let mut watchers: Vec<WatcherEntry> = records
-            .iter()
-            .filter(|r| !r.dialog.is_winfo())
-            .map(SubscriptionRecord::watcher_entry)
-            .collect();
-        watchers.sort_by(|a, b| a.watcher.cmp(&b.watcher).then(a.id.cmp(&b.id)));
         self.compositor
             .backend()
             .publish(
                 Announcement::Watchers {
                     at_ms: crate::now_ms(),
-                    watchers,
-                    ended,
+                    changed,
                 }
                 .to_message(presentity),
             )
@@ -484,8 +479,7 @@ impl Subscriptions {
         let backend = self.compositor.backend();
         let rules = rules::load(backend.as_ref(), presentity).await?;
         let key = map_key(presentity);
-        let mut changed = 0;
-        let mut ended = Vec::new();
+        let mut moved = Vec::new();
         for (dialog_id, raw) in backend.map_list(&key).await? {
             let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw) else {
                 continue;
@@ -517,8 +511,7 @@ impl Subscriptions {
                         )
                         .await?;
                     tracing::info!(%presentity, watcher = %record.dialog.watcher, "subscription rejected by a rule change");
-                    ended.push(record.ended("rejected"));
-                    changed += 1;
+                    moved.push(record.ended("rejected"));
                     continue;
                 }
                 Action::Allow if pending || record.masked => SubscriptionRecord {
@@ -559,12 +552,11 @@ impl Subscriptions {
                 )
                 .await?;
             tracing::info!(%presentity, watcher = %next.dialog.watcher, masked = next.masked, "subscription activated by a rule change");
-            changed += 1;
+            moved.push(next.watcher_entry());
         }
-        if changed > 0 {
-            self.announce_watchers(presentity, ended).await?;
-        }
-        Ok(changed)
+        let count = moved.len();
+        self.announce_watchers(presentity, moved).await?;
+        Ok(count)
     }
 
     /// The subscription records watching `presentity`.
