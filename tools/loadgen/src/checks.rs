@@ -1,0 +1,564 @@
+//! The NOTIFY checks of one subscription dialog, as pure logic over what the
+//! watcher saw.
+//!
+//! Each NOTIFY is reduced to an [`Observed`]: its CSeq, its From tag, the
+//! sequence number of the published document it carries (see
+//! [`crate::marker`]) and whether it ends the subscription. [`DialogCheck`]
+//! then decides, per dialog:
+//!
+//! * **in-dialog**: the From tag is the dialog's remote tag (learned from the
+//!   2xx to SUBSCRIBE or the first NOTIFY); CSeq only grows.
+//! * **retransmissions** are not duplicates: a NOTIFY whose CSeq was already
+//!   seen, with the same content, is the notifier retransmitting (our 200 was
+//!   late or lost). The same CSeq with other content is a violation.
+//! * **order**: the sequence numbers a dialog sees never go back.
+//! * **no duplicates**: a new NOTIFY (new CSeq) repeating the sequence number
+//!   of the previous one is a duplicate delivery, except right after the
+//!   watcher's own SUBSCRIBE (a refresh is answered with the current state,
+//!   RFC 6665 §4.2.2) and in the terminating NOTIFY.
+//! * **final state**: once the publisher is done, the last state the dialog
+//!   saw must be the final one ([`DialogCheck::expect_final`]), and the
+//!   unsubscription must be answered by a terminating NOTIFY.
+//!
+//! Skipped sequence numbers are not violations: a notifier may coalesce
+//! changes that come faster than it notifies (RFC 6665 §4.2.2); they are
+//! counted as [`DialogCheck::skipped`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use serde::Serialize;
+
+/// A kind of violation of the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Violation {
+    /// A NOTIFY whose Call-ID and To tag name no dialog of ours.
+    UnknownDialog,
+    /// A NOTIFY whose From tag is not the dialog's remote tag.
+    WrongRemoteTag,
+    /// A NOTIFY without a valid CSeq, Event, Subscription-State or From.
+    Malformed,
+    /// A body that is not a PIDF document.
+    UnparseableBody,
+    /// A CSeq seen before, carrying different content.
+    CseqReused,
+    /// A new CSeq below the highest seen in the dialog.
+    CseqBackwards,
+    /// A sequence number below one the dialog already saw.
+    SequenceBackwards,
+    /// The same sequence number delivered again in a new NOTIFY.
+    Duplicate,
+    /// A NOTIFY after the dialog's terminating NOTIFY.
+    AfterTermination,
+    /// The last state the dialog saw is not the publisher's final state.
+    StaleFinalState,
+    /// No terminating NOTIFY after the unsubscription.
+    NoFinalNotify,
+    /// The subscription was ended by the notifier before the watcher ended it.
+    TerminatedEarly,
+}
+
+impl Violation {
+    /// Every kind, in report order.
+    pub const ALL: [Violation; 12] = [
+        Violation::UnknownDialog,
+        Violation::WrongRemoteTag,
+        Violation::Malformed,
+        Violation::UnparseableBody,
+        Violation::CseqReused,
+        Violation::CseqBackwards,
+        Violation::SequenceBackwards,
+        Violation::Duplicate,
+        Violation::AfterTermination,
+        Violation::StaleFinalState,
+        Violation::NoFinalNotify,
+        Violation::TerminatedEarly,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Violation::UnknownDialog => "unknown-dialog",
+            Violation::WrongRemoteTag => "wrong-remote-tag",
+            Violation::Malformed => "malformed",
+            Violation::UnparseableBody => "unparseable-body",
+            Violation::CseqReused => "cseq-reused",
+            Violation::CseqBackwards => "cseq-backwards",
+            Violation::SequenceBackwards => "sequence-backwards",
+            Violation::Duplicate => "duplicate",
+            Violation::AfterTermination => "after-termination",
+            Violation::StaleFinalState => "stale-final-state",
+            Violation::NoFinalNotify => "no-final-notify",
+            Violation::TerminatedEarly => "terminated-early",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the checks need of one received NOTIFY.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed<'a> {
+    /// The CSeq number.
+    pub cseq: u32,
+    /// The From tag (the notifier's tag).
+    pub from_tag: &'a str,
+    /// The sequence number of this run's document in the body, if any.
+    pub seq: Option<u64>,
+    /// A digest of the body, telling a retransmission from a reused CSeq.
+    pub body_digest: u64,
+    /// Whether `Subscription-State` is `terminated`.
+    pub terminated: bool,
+}
+
+/// What a NOTIFY was, once checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A new NOTIFY carrying, for the first time in this dialog, the document with this
+    /// sequence number (the one whose latency counts).
+    Fresh(u64),
+    /// A new NOTIFY without a new document: no marked body, or an allowed repeat of the
+    /// current state after our SUBSCRIBE or in the terminating NOTIFY.
+    Other,
+    /// A retransmission of a NOTIFY already seen.
+    Retransmission,
+    /// A NOTIFY that broke a rule (recorded in the dialog's violations).
+    Violating(Violation),
+}
+
+/// The checks of one subscription dialog.
+#[derive(Clone, Debug, Default)]
+pub struct DialogCheck {
+    remote_tag: Option<String>,
+    /// Every CSeq seen, with the digest of its body.
+    seen: HashMap<u32, u64>,
+    max_cseq: Option<u32>,
+    /// The highest sequence number seen.
+    max_seq: Option<u64>,
+    /// The sequence number of the state the dialog currently shows (`None`: a state
+    /// without this run's document, or nothing yet).
+    current: Option<u64>,
+    repeats_allowed: u32,
+    terminated: bool,
+    unsubscribed: bool,
+    expected_final: Option<RangeInclusive<u64>>,
+    /// NOTIFYs received, retransmissions included.
+    pub received: u64,
+    /// Retransmitted NOTIFYs.
+    pub retransmissions: u64,
+    /// Repeats of the current state answered to our own SUBSCRIBEs or in the
+    /// terminating NOTIFY (allowed).
+    pub repeats: u64,
+    /// Sequence numbers never shown because a later one came first (coalescing).
+    pub skipped: u64,
+    violations: Vec<Violation>,
+}
+
+impl DialogCheck {
+    /// The checks of a new dialog.
+    pub fn new() -> DialogCheck {
+        DialogCheck::default()
+    }
+
+    /// The remote tag of a 2xx to our SUBSCRIBE (the NOTIFY may have come first).
+    pub fn confirm_remote_tag(&mut self, tag: &str) {
+        match &self.remote_tag {
+            None => self.remote_tag = Some(tag.to_owned()),
+            Some(known) if known == tag => {}
+            Some(_) => self.violations.push(Violation::WrongRemoteTag),
+        }
+    }
+
+    /// The dialog's remote tag, once known.
+    pub fn remote_tag(&self) -> Option<&str> {
+        self.remote_tag.as_deref()
+    }
+
+    /// We sent a SUBSCRIBE in this dialog: the notifier answers it with the current
+    /// state, which may repeat the last one.
+    pub fn subscribed(&mut self) {
+        self.repeats_allowed += 1;
+    }
+
+    /// We sent the unsubscription (Expires: 0): a terminating NOTIFY is due.
+    pub fn unsubscribed(&mut self) {
+        self.unsubscribed = true;
+        self.repeats_allowed += 1;
+    }
+
+    /// Checks one NOTIFY and records any violation.
+    pub fn observe(&mut self, notify: &Observed<'_>) -> Verdict {
+        self.received += 1;
+        match self.classify(notify) {
+            Verdict::Violating(v) => {
+                self.violations.push(v);
+                Verdict::Violating(v)
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn classify(&mut self, notify: &Observed<'_>) -> Verdict {
+        match &self.remote_tag {
+            None => self.remote_tag = Some(notify.from_tag.to_owned()),
+            Some(tag) if tag != notify.from_tag => {
+                return Verdict::Violating(Violation::WrongRemoteTag)
+            }
+            Some(_) => {}
+        }
+        if let Some(&digest) = self.seen.get(&notify.cseq) {
+            if digest == notify.body_digest {
+                self.retransmissions += 1;
+                return Verdict::Retransmission;
+            }
+            return Verdict::Violating(Violation::CseqReused);
+        }
+        self.seen.insert(notify.cseq, notify.body_digest);
+        if self.terminated {
+            return Verdict::Violating(Violation::AfterTermination);
+        }
+        let backwards = self.max_cseq.is_some_and(|max| notify.cseq < max);
+        self.max_cseq = Some(self.max_cseq.map_or(notify.cseq, |m| m.max(notify.cseq)));
+        if notify.terminated {
+            self.terminated = true;
+            if !self.unsubscribed {
+                self.violations.push(Violation::TerminatedEarly);
+            }
+        }
+        if backwards {
+            return Verdict::Violating(Violation::CseqBackwards);
+        }
+        let Some(seq) = notify.seq else {
+            if !notify.terminated {
+                self.current = None;
+            }
+            return Verdict::Other;
+        };
+        if let (true, Some(expected)) = (notify.terminated, &self.expected_final) {
+            if !expected.contains(&seq) {
+                return Verdict::Violating(Violation::StaleFinalState);
+            }
+        }
+        match self.max_seq {
+            Some(max) if seq < max => Verdict::Violating(Violation::SequenceBackwards),
+            Some(max) if seq == max => {
+                if self.repeats_allowed > 0 || notify.terminated {
+                    self.repeats_allowed = self.repeats_allowed.saturating_sub(1);
+                    self.repeats += 1;
+                    self.current = Some(seq);
+                    Verdict::Other
+                } else {
+                    Verdict::Violating(Violation::Duplicate)
+                }
+            }
+            previous => {
+                if let Some(max) = previous {
+                    self.skipped += seq - max - 1;
+                }
+                self.max_seq = Some(seq);
+                self.current = Some(seq);
+                Verdict::Fresh(seq)
+            }
+        }
+    }
+
+    /// The publisher is done: the dialog must now show a state within `expected`
+    /// (the last confirmed sequence number up to the last attempted one, since a
+    /// change whose request failed may still have been applied). Records a violation
+    /// when it does not, and checks the terminating NOTIFY against it later.
+    pub fn expect_final(&mut self, expected: RangeInclusive<u64>) -> bool {
+        let ok = self.current.is_some_and(|seq| expected.contains(&seq));
+        if !ok {
+            self.violations.push(Violation::StaleFinalState);
+        }
+        self.expected_final = Some(expected);
+        ok
+    }
+
+    /// Whether the dialog now shows a state within `expected`.
+    pub fn shows(&self, expected: &RangeInclusive<u64>) -> bool {
+        self.current.is_some_and(|seq| expected.contains(&seq))
+    }
+
+    /// Records a violation found outside [`DialogCheck::observe`] (a NOTIFY that could
+    /// not be reduced to an [`Observed`]).
+    pub fn record(&mut self, violation: Violation) {
+        self.received += 1;
+        self.violations.push(violation);
+    }
+
+    /// The unsubscription got no terminating NOTIFY in time.
+    pub fn missing_final_notify(&mut self) {
+        self.violations.push(Violation::NoFinalNotify);
+    }
+
+    /// The sequence number of the state the dialog currently shows.
+    pub fn current(&self) -> Option<u64> {
+        self.current
+    }
+
+    /// Whether the terminating NOTIFY arrived.
+    pub fn terminated(&self) -> bool {
+        self.terminated
+    }
+
+    /// Every violation recorded, in order.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+}
+
+/// The checks of many dialogs, added up.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckSummary {
+    /// Whether no violation was recorded.
+    pub passed: bool,
+    /// Dialogs checked.
+    pub dialogs: u64,
+    /// NOTIFYs received, retransmissions included.
+    pub notifies: u64,
+    /// Retransmitted NOTIFYs (not duplicates).
+    pub retransmissions: u64,
+    /// Allowed repeats of the current state (after our SUBSCRIBEs, terminating NOTIFYs).
+    pub repeats: u64,
+    /// Sequence numbers coalesced away (not violations).
+    pub skipped: u64,
+    /// Violations by kind.
+    pub violations: BTreeMap<Violation, u64>,
+    /// A few violations with their dialog, to start investigating from.
+    pub examples: Vec<String>,
+}
+
+/// How many example violations a summary keeps.
+const EXAMPLES: usize = 10;
+
+impl CheckSummary {
+    /// Adds one dialog's checks, `name` identifying it in examples.
+    pub fn add(&mut self, name: &str, check: &DialogCheck) {
+        self.dialogs += 1;
+        self.notifies += check.received;
+        self.retransmissions += check.retransmissions;
+        self.repeats += check.repeats;
+        self.skipped += check.skipped;
+        for v in &check.violations {
+            *self.violations.entry(*v).or_default() += 1;
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(format!("{v} in dialog {name}"));
+            }
+        }
+    }
+
+    /// Counts a violation outside any known dialog (an unknown dialog's NOTIFY).
+    pub fn add_unattached(&mut self, violation: Violation, count: u64) {
+        if count > 0 {
+            *self.violations.entry(violation).or_default() += count;
+        }
+    }
+
+    /// Total violations.
+    pub fn total(&self) -> u64 {
+        self.violations.values().sum()
+    }
+
+    /// Sets `passed` from the violations.
+    pub fn finish(mut self) -> CheckSummary {
+        self.passed = self.total() == 0;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify(cseq: u32, seq: Option<u64>) -> Observed<'static> {
+        Observed {
+            cseq,
+            from_tag: "srv",
+            seq,
+            body_digest: seq.map_or(0, |s| s + 1),
+            terminated: false,
+        }
+    }
+
+    fn terminating(cseq: u32, seq: Option<u64>) -> Observed<'static> {
+        Observed {
+            terminated: true,
+            ..notify(cseq, seq)
+        }
+    }
+
+    #[test]
+    fn an_orderly_dialog_passes() {
+        let mut check = DialogCheck::new();
+        check.confirm_remote_tag("srv");
+        assert_eq!(check.observe(&notify(1, Some(0))), Verdict::Fresh(0));
+        assert_eq!(check.observe(&notify(2, Some(1))), Verdict::Fresh(1));
+        assert_eq!(check.observe(&notify(3, Some(2))), Verdict::Fresh(2));
+        assert!(check.expect_final(2..=2));
+        check.unsubscribed();
+        assert_eq!(check.observe(&terminating(4, Some(2))), Verdict::Other);
+        assert!(check.terminated());
+        assert!(check.violations().is_empty(), "{:?}", check.violations());
+        assert_eq!(check.repeats, 1);
+    }
+
+    #[test]
+    fn a_retransmission_is_not_a_duplicate() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(0)));
+        assert_eq!(check.observe(&notify(1, Some(0))), Verdict::Retransmission);
+        assert_eq!(check.retransmissions, 1);
+        assert!(check.violations().is_empty());
+    }
+
+    #[test]
+    fn the_same_state_in_a_new_notify_is_a_duplicate() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(3)));
+        assert_eq!(
+            check.observe(&notify(2, Some(3))),
+            Verdict::Violating(Violation::Duplicate)
+        );
+        assert_eq!(check.violations(), &[Violation::Duplicate]);
+    }
+
+    #[test]
+    fn a_refresh_may_repeat_the_current_state_once() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(3)));
+        check.subscribed();
+        assert_eq!(check.observe(&notify(2, Some(3))), Verdict::Other);
+        assert_eq!(
+            check.observe(&notify(3, Some(3))),
+            Verdict::Violating(Violation::Duplicate)
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_must_not_go_back() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(5)));
+        assert_eq!(
+            check.observe(&notify(2, Some(4))),
+            Verdict::Violating(Violation::SequenceBackwards)
+        );
+    }
+
+    #[test]
+    fn skipped_states_are_counted_not_violations() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(0)));
+        assert_eq!(check.observe(&notify(2, Some(4))), Verdict::Fresh(4));
+        assert_eq!(check.skipped, 3);
+        assert!(check.violations().is_empty());
+    }
+
+    #[test]
+    fn cseq_must_grow_and_not_be_reused() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(5, Some(0)));
+        assert_eq!(
+            check.observe(&notify(4, Some(1))),
+            Verdict::Violating(Violation::CseqBackwards)
+        );
+        assert_eq!(
+            check.observe(&notify(5, Some(2))),
+            Verdict::Violating(Violation::CseqReused)
+        );
+    }
+
+    #[test]
+    fn a_foreign_from_tag_is_out_of_dialog() {
+        let mut check = DialogCheck::new();
+        check.confirm_remote_tag("srv");
+        let stranger = Observed {
+            from_tag: "other",
+            ..notify(1, Some(0))
+        };
+        assert_eq!(
+            check.observe(&stranger),
+            Verdict::Violating(Violation::WrongRemoteTag)
+        );
+        // A 2xx naming another tag than the first NOTIFY's is a violation too.
+        let mut late = DialogCheck::new();
+        late.observe(&notify(1, Some(0)));
+        late.confirm_remote_tag("else");
+        assert_eq!(late.violations(), &[Violation::WrongRemoteTag]);
+    }
+
+    #[test]
+    fn a_stale_final_state_is_caught_before_and_in_the_terminating_notify() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(1)));
+        assert!(!check.expect_final(2..=2));
+        check.unsubscribed();
+        assert_eq!(
+            check.observe(&terminating(2, Some(1))),
+            Verdict::Violating(Violation::StaleFinalState)
+        );
+        assert_eq!(
+            check.violations(),
+            &[Violation::StaleFinalState, Violation::StaleFinalState]
+        );
+    }
+
+    #[test]
+    fn an_unmarked_state_is_not_the_final_state() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(2)));
+        check.observe(&notify(2, None));
+        assert_eq!(check.current(), None);
+        assert!(!check.shows(&(2..=2)));
+    }
+
+    #[test]
+    fn a_failed_last_change_may_or_may_not_be_shown() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(3)));
+        assert!(check.expect_final(2..=3));
+    }
+
+    #[test]
+    fn notifies_after_termination_and_early_termination_are_violations() {
+        let mut check = DialogCheck::new();
+        check.observe(&notify(1, Some(0)));
+        check.observe(&terminating(2, None));
+        assert_eq!(check.violations(), &[Violation::TerminatedEarly]);
+        assert_eq!(
+            check.observe(&notify(3, Some(1))),
+            Verdict::Violating(Violation::AfterTermination)
+        );
+    }
+
+    #[test]
+    fn summaries_add_dialogs_and_keep_examples() {
+        let mut ok = DialogCheck::new();
+        ok.observe(&notify(1, Some(0)));
+        ok.observe(&notify(1, Some(0)));
+        let mut bad = DialogCheck::new();
+        bad.observe(&notify(1, Some(0)));
+        bad.observe(&notify(2, Some(0)));
+        bad.missing_final_notify();
+        let mut summary = CheckSummary::default();
+        summary.add("a", &ok);
+        summary.add("b", &bad);
+        summary.add_unattached(Violation::UnknownDialog, 2);
+        let summary = summary.finish();
+        assert!(!summary.passed);
+        assert_eq!(summary.dialogs, 2);
+        assert_eq!(summary.notifies, 4);
+        assert_eq!(summary.retransmissions, 1);
+        assert_eq!(summary.total(), 4);
+        assert_eq!(summary.violations[&Violation::Duplicate], 1);
+        assert_eq!(summary.examples[0], "duplicate in dialog b");
+        let empty = CheckSummary::default().finish();
+        assert!(empty.passed);
+    }
+}

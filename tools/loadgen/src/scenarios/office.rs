@@ -1,0 +1,347 @@
+//! `office`: a working day of many users, each one a phone that
+//!
+//! * REGISTERs and refreshes its registration before it expires,
+//! * PUBLISHes its state: an initial document, then from time to time a change
+//!   (a modification with SIP-If-Match) and, when its publication would
+//!   otherwise expire, a refresh (SIP-If-Match, no body); after a 412 it
+//!   publishes in full again (RFC 3903 §4.1),
+//! * watches a buddy list of other users, one SUBSCRIBE dialog per buddy,
+//!   refreshed before it expires.
+//!
+//! Setup (registrations, initial publications, subscriptions, at most
+//! `max_inflight` transactions at once) is not part of the measured phase,
+//! which then lasts `duration`. The end is the same as fan-out's: settle on
+//! every presentity's last state, unsubscribe, check; then every user
+//! removes its publication and registration.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{bounded, succeeded, Bed, Common, ScenarioError};
+use crate::clock::Clock;
+use crate::marker::{self, Marker};
+use crate::report::Report;
+use crate::ua::{Agent, Publication, Registration};
+use crate::users::User;
+
+/// Settings of the office scenario.
+#[derive(Clone, Debug)]
+pub struct Office {
+    /// Shared settings.
+    pub common: Common,
+    /// Length of the measured phase.
+    pub duration: Duration,
+    /// Buddy list sizes (each user gets a size drawn uniformly from the range).
+    pub buddies: RangeInclusive<usize>,
+    /// Expires of REGISTER.
+    pub register_expires: u32,
+    /// Mean time between two changes of one user's state.
+    pub publish_interval: Duration,
+    /// Expires of PUBLISH.
+    pub publish_expires: u32,
+    /// Seed of the buddy lists and timings, so runs can be repeated.
+    pub seed: u64,
+}
+
+/// What is known of a presentity's sequence numbers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Published {
+    /// The last sequence number a PUBLISH got a 2xx for.
+    confirmed: Option<u64>,
+    /// The last sequence number sent (a failed request may still have been applied).
+    attempted: u64,
+}
+
+struct Ctx {
+    bed: Bed,
+    agents: Vec<Arc<Agent>>,
+    published: Vec<Mutex<Published>>,
+    config: Office,
+}
+
+impl Ctx {
+    fn published(&self, user: usize) -> Published {
+        self.published[user]
+            .lock()
+            .map(|p| *p)
+            .unwrap_or_else(|poisoned| *poisoned.into_inner())
+    }
+
+    fn update(&self, user: usize, f: impl FnOnce(&mut Published)) {
+        let mut guard = self.published[user]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard);
+    }
+
+    /// Publishes the document with sequence number `seq` (initial or modification).
+    async fn publish_seq(&self, user: usize, publication: &mut Publication, seq: u64) {
+        let agent = &self.agents[user];
+        let marker = Marker {
+            run: self.bed.run.clone(),
+            seq,
+            sent_ns: self.bed.clock.now_ns(),
+        };
+        let body = marker::document(&agent.user.aor(), "phone", &marker);
+        self.update(user, |p| p.attempted = seq);
+        let outcome = agent
+            .publish(publication, Some(body), self.config.publish_expires)
+            .await;
+        if succeeded(&outcome) {
+            self.update(user, |p| p.confirmed = Some(seq));
+        }
+    }
+}
+
+/// One user's state between setup and the measured phase.
+struct Life {
+    registration: Registration,
+    registered_at: Instant,
+    publication: Publication,
+    published_at: Instant,
+    seq: u64,
+    subscribed_at: Instant,
+    dialogs: Vec<String>,
+}
+
+/// Runs the scenario with every user of `users`.
+pub async fn run(config: &Office, users: Vec<User>, clock: Clock) -> Result<Report, ScenarioError> {
+    if users.len() < 2 {
+        return Err(ScenarioError::Config(
+            "office needs at least 2 users".into(),
+        ));
+    }
+    if config.buddies.start() > config.buddies.end() {
+        return Err(ScenarioError::Config("--buddies: empty range".into()));
+    }
+    let bed = Bed::new(&config.common, clock, 0)?;
+    let sockets = config.common.sockets;
+    let agents = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| bed.agent(user.clone(), i % sockets).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = users.iter().map(User::aor).collect();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let buddy_lists: Vec<Vec<usize>> = (0..users.len())
+        .map(|i| {
+            let size = rng
+                .random_range(config.buddies.clone())
+                .min(users.len() - 1);
+            rand::seq::index::sample(&mut rng, users.len() - 1, size)
+                .into_iter()
+                .map(|j| if j >= i { j + 1 } else { j })
+                .collect()
+        })
+        .collect();
+    let dialogs: usize = buddy_lists.iter().map(Vec::len).sum();
+    let ctx = Arc::new(Ctx {
+        bed,
+        published: (0..users.len())
+            .map(|_| Mutex::new(Published::default()))
+            .collect(),
+        agents,
+        config: config.clone(),
+    });
+
+    eprintln!(
+        "  {} users registering, publishing and subscribing ({dialogs} dialogs)",
+        users.len()
+    );
+    let setup_start = Instant::now();
+    let mut setups = Vec::with_capacity(users.len());
+    for (i, buddies) in buddy_lists.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let users = users.clone();
+        setups.push(tokio::spawn(async move {
+            set_up(&ctx, i, &buddies, &users).await
+        }));
+    }
+    let mut lives = Vec::with_capacity(setups.len());
+    for task in setups {
+        match task.await {
+            Ok(life) => lives.push(life),
+            Err(e) => return Err(ScenarioError::Setup(format!("a user's setup failed: {e}"))),
+        }
+    }
+    let setup = setup_start.elapsed();
+    eprintln!(
+        "  set up in {:.2} s: {} of {dialogs} subscriptions accepted",
+        setup.as_secs_f64(),
+        ctx.bed.table.count(|s| s.accepted)
+    );
+
+    let load_start = Instant::now();
+    let end = load_start + config.duration;
+    let mut days = Vec::with_capacity(lives.len());
+    for (i, life) in lives.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        days.push(tokio::spawn(async move {
+            work(&ctx, i, life, load_start, end).await
+        }));
+    }
+    let mut lives = Vec::with_capacity(days.len());
+    for task in days {
+        match task.await {
+            Ok(life) => lives.push(life),
+            Err(e) => return Err(ScenarioError::Setup(format!("a user's day failed: {e}"))),
+        }
+    }
+    let load = load_start.elapsed();
+    eprintln!("  measured phase over after {:.2} s", load.as_secs_f64());
+
+    let teardown_start = Instant::now();
+    let index: HashMap<String, usize> = names.iter().cloned().zip(0..).collect();
+    let expected = |presentity: &str| {
+        let p = ctx.published(*index.get(presentity)?);
+        Some(p.confirmed?..=p.attempted)
+    };
+    ctx.bed.finish(&ctx.agents, expected).await;
+    let jobs = lives.into_iter().enumerate().map(|(i, mut life)| {
+        let agent = ctx.agents[i].clone();
+        async move {
+            if life.publication.etag.is_some() {
+                let _ = agent.publish(&mut life.publication, None, 0).await;
+            }
+            let _ = agent.register(&mut life.registration, 0).await;
+        }
+    });
+    bounded(&ctx.bed, jobs).await;
+    let teardown = teardown_start.elapsed();
+
+    let settings = json!({
+        "users": users.len(),
+        "duration_s": config.duration.as_secs_f64(),
+        "buddies": [config.buddies.start(), config.buddies.end()],
+        "dialogs": dialogs,
+        "register_expires": config.register_expires,
+        "publish_interval_s": config.publish_interval.as_secs_f64(),
+        "publish_expires": config.publish_expires,
+        "subscribe_expires": config.common.subscribe_expires,
+        "sockets": sockets,
+        "max_inflight": config.common.max_inflight,
+        "seed": config.seed,
+    });
+    Ok(ctx
+        .bed
+        .report("office", settings, [setup, load, teardown], &names))
+}
+
+/// A user's setup: registration, initial publication, a dialog per buddy.
+async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life {
+    let agent = ctx.agents[i].clone();
+    let bed = &ctx.bed;
+    let mut registration = agent.registration();
+    {
+        let _permit = bed.inflight.acquire().await;
+        let _ = agent
+            .register(&mut registration, ctx.config.register_expires)
+            .await;
+    }
+    let registered_at = Instant::now();
+    let mut publication = agent.publication();
+    {
+        let _permit = bed.inflight.acquire().await;
+        ctx.publish_seq(i, &mut publication, 0).await;
+    }
+    let published_at = Instant::now();
+    let mut dialogs = Vec::with_capacity(buddies.len());
+    for &buddy in buddies {
+        let Ok(mut subscription) = agent.subscription(&users[buddy], i) else {
+            continue;
+        };
+        let request = agent.subscribe_request(&mut subscription, bed.common.subscribe_expires);
+        let call_id = subscription.call_id.clone();
+        bed.table.insert(subscription);
+        let _permit = bed.inflight.acquire().await;
+        if let Ok(t) = agent.send(&request).await {
+            if (200..300).contains(&t.response.status()) {
+                bed.table.confirm(&call_id, &t.response);
+            }
+        }
+        dialogs.push(call_id);
+    }
+    Life {
+        registration,
+        registered_at,
+        publication,
+        published_at,
+        seq: 0,
+        subscribed_at: Instant::now(),
+        dialogs,
+    }
+}
+
+/// Uniformly between `low` and `high` times `d`.
+fn scaled(rng: &mut StdRng, d: Duration, low: f64, high: f64) -> Duration {
+    d.mul_f64(rng.random_range(low..high))
+}
+
+/// A user's measured phase: refreshes and changes until `end`.
+async fn work(ctx: &Ctx, i: usize, mut life: Life, start: Instant, end: Instant) -> Life {
+    let agent = ctx.agents[i].clone();
+    let config = &ctx.config;
+    let mut rng = StdRng::seed_from_u64(config.seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
+    let register_every = Duration::from_secs(u64::from(config.register_expires)) / 2;
+    let publish_every = Duration::from_secs(u64::from(config.publish_expires)) / 2;
+    let subscribe_every = Duration::from_secs(u64::from(ctx.bed.common.subscribe_expires)) / 2;
+    // First refreshes spread between 30 % and 50 % of the interval, so they do not all
+    // come at once; later ones at half the interval.
+    let register_first = Duration::from_secs(u64::from(config.register_expires));
+    let mut next_register = life.registered_at + scaled(&mut rng, register_first, 0.3, 0.5);
+    let mut next_refresh = life.published_at + publish_every;
+    let mut next_change = start + scaled(&mut rng, config.publish_interval, 0.0, 1.0);
+    let mut next_subscribe = life.subscribed_at + subscribe_every;
+    loop {
+        let due = next_register
+            .min(next_refresh)
+            .min(next_change)
+            .min(next_subscribe);
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        if due == next_register {
+            let _ = agent
+                .register(&mut life.registration, config.register_expires)
+                .await;
+            next_register = Instant::now() + register_every;
+        } else if due == next_change {
+            life.seq += 1;
+            ctx.publish_seq(i, &mut life.publication, life.seq).await;
+            next_refresh = Instant::now() + publish_every;
+            next_change = Instant::now() + scaled(&mut rng, config.publish_interval, 0.5, 1.5);
+        } else if due == next_refresh {
+            if life.publication.etag.is_some() {
+                let _ = agent
+                    .publish(&mut life.publication, None, config.publish_expires)
+                    .await;
+            }
+            if life.publication.etag.is_none() {
+                // No publication in force (412, or the last attempt failed): publish in full.
+                life.seq += 1;
+                ctx.publish_seq(i, &mut life.publication, life.seq).await;
+            }
+            next_refresh = Instant::now() + publish_every;
+        } else {
+            for call_id in &life.dialogs {
+                let request = ctx.bed.table.with(call_id, |s| {
+                    s.accepted
+                        .then(|| agent.subscribe_request(s, ctx.bed.common.subscribe_expires))
+                });
+                if let Some(Some(request)) = request {
+                    let _ = agent.send(&request).await;
+                }
+            }
+            next_subscribe = Instant::now() + subscribe_every;
+        }
+    }
+    life
+}
