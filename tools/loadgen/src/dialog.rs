@@ -17,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use sip::{Method, NameAddr, Request, Response, SubState, Uri};
 
 use crate::checks::{DialogCheck, Observed, Verdict, Violation};
+use crate::clock::Clock;
 use crate::marker;
 use crate::stats::Latency;
 use crate::transport::Inbound;
@@ -45,6 +46,10 @@ pub struct Subscription {
     pub check: DialogCheck,
     /// The first arrival of each new document: (sequence number, run-clock ns).
     pub arrivals: Vec<(u64, u64)>,
+    /// When the dialog was added to the table, just before its SUBSCRIBE was sent
+    /// (run-clock ns). Documents published before it reach the dialog as its initial
+    /// state, not as a change, so their latency is not a PUBLISH → NOTIFY latency.
+    pub subscribed_ns: u64,
     /// Whether the SUBSCRIBE was accepted (2xx).
     pub accepted: bool,
 }
@@ -76,14 +81,16 @@ struct Inner {
 /// Every dialog of a run.
 pub struct DialogTable {
     run: String,
+    clock: Clock,
     inner: Mutex<Inner>,
 }
 
 impl DialogTable {
     /// An empty table for run `run` (whose markers it looks for in NOTIFY bodies).
-    pub fn new(run: &str) -> DialogTable {
+    pub fn new(run: &str, clock: Clock) -> DialogTable {
         DialogTable {
             run: run.to_owned(),
+            clock,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -96,7 +103,8 @@ impl DialogTable {
     }
 
     /// Adds a dialog (before its SUBSCRIBE is sent, since the NOTIFY may come first).
-    pub fn insert(&self, subscription: Subscription) {
+    pub fn insert(&self, mut subscription: Subscription) {
+        subscription.subscribed_ns = self.clock.now_ns();
         self.lock()
             .dialogs
             .insert(subscription.call_id.clone(), subscription);
@@ -219,7 +227,9 @@ impl DialogTable {
         };
         let verdict = dialog.check.observe(&observed);
         if let (Verdict::Fresh(seq), Some(m)) = (verdict, &seq_marker) {
-            inner.latency.record(at_ns.saturating_sub(m.sent_ns));
+            if m.sent_ns >= dialog.subscribed_ns {
+                inner.latency.record(at_ns.saturating_sub(m.sent_ns));
+            }
             dialog.arrivals.push((seq, at_ns));
         }
         // A NOTIFY's Contact is the dialog's new remote target (RFC 6665 §4.1.2.2).
@@ -267,6 +277,7 @@ mod tests {
             watcher: 0,
             check: DialogCheck::new(),
             arrivals: Vec::new(),
+            subscribed_ns: 0,
             accepted: false,
         }
     }
@@ -299,7 +310,7 @@ mod tests {
 
     #[test]
     fn notifies_are_answered_checked_and_timed() {
-        let table = DialogTable::new("run1");
+        let table = DialogTable::new("run1", Clock::start());
         table.insert(subscription("c1"));
         let body = marker::document(
             "p@example.com",
@@ -307,30 +318,55 @@ mod tests {
             &marker::Marker {
                 run: "run1".into(),
                 seq: 0,
-                sent_ns: 1_000,
+                sent_ns: u64::MAX / 2,
             },
         );
+        let at = u64::MAX / 2 + 5_000;
         assert_eq!(
-            table.request(&notify("c1", "me", 1, &body), source(), 5_000),
+            table.request(&notify("c1", "me", 1, &body), source(), at),
             200
         );
         assert_eq!(
-            table.request(&notify("c1", "me", 1, &body), source(), 9_000),
+            table.request(&notify("c1", "me", 1, &body), source(), at + 1),
             200
         );
         assert_eq!(table.latency().count(), 1);
         table.with("c1", |s| {
-            assert_eq!(s.arrivals, vec![(0, 5_000)]);
+            assert_eq!(s.arrivals, vec![(0, at)]);
             assert_eq!(s.check.retransmissions, 1);
             assert_eq!(s.target.as_str(), "sip:127.0.0.1:5060");
-            assert_eq!(s.first_arrival_from(0), Some(5_000));
+            assert_eq!(s.first_arrival_from(0), Some(at));
             assert_eq!(s.first_arrival_from(1), None);
         });
     }
 
     #[test]
+    fn the_initial_state_is_not_a_change() {
+        let clock = Clock::start();
+        let published = clock.now_ns();
+        let table = DialogTable::new("run1", clock);
+        table.insert(subscription("c1"));
+        let body = marker::document(
+            "p@example.com",
+            "t",
+            &marker::Marker {
+                run: "run1".into(),
+                seq: 0,
+                sent_ns: published,
+            },
+        );
+        let at = clock.now_ns() + 1;
+        assert_eq!(
+            table.request(&notify("c1", "me", 1, &body), source(), at),
+            200
+        );
+        assert_eq!(table.latency().count(), 0);
+        table.with("c1", |s| assert_eq!(s.arrivals, vec![(0, at)]));
+    }
+
+    #[test]
     fn unknown_dialogs_get_481_and_bad_bodies_are_violations() {
-        let table = DialogTable::new("run1");
+        let table = DialogTable::new("run1", Clock::start());
         table.insert(subscription("c1"));
         assert_eq!(table.request(&notify("c2", "me", 1, ""), source(), 1), 481);
         assert_eq!(

@@ -276,6 +276,7 @@ impl Agent {
             watcher,
             check: DialogCheck::new(),
             arrivals: Vec::new(),
+            subscribed_ns: 0,
             accepted: false,
         })
     }

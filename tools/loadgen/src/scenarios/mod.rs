@@ -83,7 +83,7 @@ impl Bed {
             return Err(ScenarioError::Config("--sockets must be at least 1".into()));
         }
         let run = hex::encode(rand::random::<[u8; 4]>());
-        let table = Arc::new(DialogTable::new(&run));
+        let table = Arc::new(DialogTable::new(&run, clock));
         let endpoints = (0..common.sockets + extra)
             .map(|_| {
                 Endpoint::bind(
