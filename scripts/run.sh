@@ -6,4 +6,4 @@
 # Extra arguments go to the binary (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --release -q -p edge --bin presence-node -- "$@"
+exec cargo run --release -q -p presence-node -- "$@"

@@ -50,15 +50,15 @@ pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
 /// Re-reads every watched presentity and offers what is newer.
 pub async fn resync(edge: Arc<Edge>) {
     for presentity in edge.dialogs.watched() {
-        let mut client = edge.services.presence.clone();
-        match client
+        match edge
+            .services
+            .presence
             .get_presence(GetPresenceRequest {
                 presentity: presentity.clone(),
             })
             .await
         {
             Ok(state) => {
-                let state = state.into_inner();
                 let pidf = String::from_utf8_lossy(&state.pidf);
                 edge.dialogs.offer(&presentity, state.version, &pidf);
             }

@@ -86,15 +86,15 @@ async fn follow_epoch(edge: &Edge, known: Option<String>, current: String) -> Op
 /// Renews (or with `release`, ends) this edge's lease; returns the state
 /// epoch (empty on a release).
 pub async fn renew(edge: &Edge, release: bool) -> Result<String, tonic::Status> {
-    let mut client = edge.services.presence.clone();
-    client
+    edge.services
+        .presence
         .renew_lease(RenewLeaseRequest {
             edge_id: edge.config.edge_id.clone(),
             ttl_ms: edge.config.lease_ttl.as_millis() as u64,
             release,
         })
         .await
-        .map(|reply| reply.into_inner().state_epoch)
+        .map(|reply| reply.state_epoch)
 }
 
 /// Re-creates the subscription record of every dialog held here and sends
@@ -112,8 +112,9 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
     );
     let (mut restored, mut already_stored, mut notified) = (0usize, 0usize, 0usize);
     for batch in held.chunks(RESTORE_BATCH) {
-        let mut client = edge.services.presence.clone();
-        let reply = client
+        let reply = edge
+            .services
+            .presence
             .restore_dialogs(RestoreDialogsRequest {
                 edge_id: edge.config.edge_id.clone(),
                 dialogs: batch
@@ -125,8 +126,7 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
                     })
                     .collect(),
             })
-            .await?
-            .into_inner();
+            .await?;
         for dialog in reply.dialogs {
             if dialog.restored {
                 restored += 1;
@@ -136,7 +136,9 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
             if dialog.restored && edge.dialogs.presentity_of(&dialog.dialog_id).is_none() {
                 // It ended while being restored: remove what was re-created.
                 if let Some(held) = batch.iter().find(|d| d.record.id == dialog.dialog_id) {
-                    let _ = client
+                    let _ = edge
+                        .services
+                        .presence
                         .unsubscribe(UnsubscribeRequest {
                             presentity: held.presentity.clone(),
                             dialog_id: dialog.dialog_id.clone(),
@@ -167,15 +169,16 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
 }
 
 async fn claim(edge: &Arc<Edge>) {
-    let mut client = edge.services.presence.clone();
-    let claimed = match client
+    let claimed = match edge
+        .services
+        .presence
         .claim_dialogs(ClaimDialogsRequest {
             edge_id: edge.config.edge_id.clone(),
             max: CLAIM_BATCH,
         })
         .await
     {
-        Ok(reply) => reply.into_inner().dialogs,
+        Ok(reply) => reply.dialogs,
         Err(e) => {
             tracing::debug!(error = %e, "claiming dialogs failed");
             return;

@@ -106,6 +106,17 @@ pub async fn start(
     feed_backend: Arc<dyn Backend>,
 ) -> anyhow::Result<RunningEdge> {
     let services = services::Services::connect(&config)?;
+    start_with(config, services, authn, feed_backend).await
+}
+
+/// [`start`] with the services given: a single-process node passes the
+/// presence and registrar services themselves, called in-process.
+pub async fn start_with(
+    config: EdgeConfig,
+    services: services::Services,
+    authn: authn::Authenticator,
+    feed_backend: Arc<dyn Backend>,
+) -> anyhow::Result<RunningEdge> {
     let (feed, feed_rx) = feed_backend
         .open_feed()
         .await

@@ -2,12 +2,16 @@
 //! every call, balanced over the services' replicas (`replicas.rs`), and
 //! the translation of their errors into SIP responses.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use grpc_auth::ServiceCredentials;
+use rpc::presence::v1 as presence_pb;
 use rpc::presence::v1::presence_client::PresenceClient;
+use rpc::registrar::v1 as registrar_pb;
 use rpc::registrar::v1::registrar_client::RegistrarClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::replicas::Replicas;
 use crate::EdgeConfig;
@@ -15,11 +19,60 @@ use crate::EdgeConfig;
 /// Calls to a service's replicas, each carrying the edge's service token.
 pub type ServiceChannel = InterceptedService<Replicas, ServiceCredentials>;
 
-/// The services an edge calls. Cloning is cheap (shared channels).
+/// The presence RPCs an edge makes. Implemented over gRPC ([`GrpcPresence`])
+/// and, in a single-process node, by the presence service itself called in
+/// the same process: the edge's logic is the same either way, and the node
+/// pays no HTTP/2, protobuf encoding or loopback socket per request.
+#[tonic::async_trait]
+pub trait PresenceApi: Send + Sync + 'static {
+    async fn publish(
+        &self,
+        request: presence_pb::PublishRequest,
+    ) -> Result<presence_pb::PublishResponse, Status>;
+    async fn get_presence(
+        &self,
+        request: presence_pb::GetPresenceRequest,
+    ) -> Result<presence_pb::PresenceState, Status>;
+    async fn subscribe(
+        &self,
+        request: presence_pb::SubscribeRequest,
+    ) -> Result<presence_pb::SubscribeResponse, Status>;
+    async fn unsubscribe(
+        &self,
+        request: presence_pb::UnsubscribeRequest,
+    ) -> Result<presence_pb::UnsubscribeResponse, Status>;
+    async fn renew_lease(
+        &self,
+        request: presence_pb::RenewLeaseRequest,
+    ) -> Result<presence_pb::RenewLeaseResponse, Status>;
+    async fn restore_dialogs(
+        &self,
+        request: presence_pb::RestoreDialogsRequest,
+    ) -> Result<presence_pb::RestoreDialogsResponse, Status>;
+    async fn claim_dialogs(
+        &self,
+        request: presence_pb::ClaimDialogsRequest,
+    ) -> Result<presence_pb::ClaimDialogsResponse, Status>;
+}
+
+/// The registrar RPCs an edge makes (see [`PresenceApi`]).
+#[tonic::async_trait]
+pub trait RegistrarApi: Send + Sync + 'static {
+    async fn register(
+        &self,
+        request: registrar_pb::RegisterRequest,
+    ) -> Result<registrar_pb::RegisterResponse, Status>;
+    async fn lookup(
+        &self,
+        request: registrar_pb::LookupRequest,
+    ) -> Result<registrar_pb::LookupResponse, Status>;
+}
+
+/// The services an edge calls. Cloning is cheap (shared handles).
 #[derive(Clone)]
 pub struct Services {
-    pub presence: PresenceClient<ServiceChannel>,
-    pub registrar: RegistrarClient<ServiceChannel>,
+    pub presence: Arc<dyn PresenceApi>,
+    pub registrar: Arc<dyn RegistrarApi>,
 }
 
 impl Services {
@@ -33,17 +86,53 @@ impl Services {
         let registrar = Replicas::new("registrar", &config.registrar_url, config.rpc_timeout)
             .context("registrar service URLs")?;
         Ok(Services {
-            presence: PresenceClient::with_interceptor(
+            presence: Arc::new(GrpcPresence(PresenceClient::with_interceptor(
                 presence,
                 config.service_credentials.clone(),
-            ),
-            registrar: RegistrarClient::with_interceptor(
+            ))),
+            registrar: Arc::new(GrpcRegistrar(RegistrarClient::with_interceptor(
                 registrar,
                 config.service_credentials.clone(),
-            ),
+            ))),
         })
     }
 }
+
+/// [`PresenceApi`] over gRPC, balanced over the replicas.
+pub struct GrpcPresence(pub PresenceClient<ServiceChannel>);
+
+/// [`RegistrarApi`] over gRPC, balanced over the replicas.
+pub struct GrpcRegistrar(pub RegistrarClient<ServiceChannel>);
+
+/// Forwards each listed RPC to the generated client (a cheap clone per call:
+/// the client's calls take `&mut self`).
+macro_rules! forward_rpcs {
+    ($ty:ty, $api:path, $($rpc:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl $api for $ty {
+            $(
+                async fn $rpc(&self, request: $req) -> Result<$resp, Status> {
+                    self.0.clone().$rpc(request).await.map(tonic::Response::into_inner)
+                }
+            )*
+        }
+    };
+}
+
+forward_rpcs!(GrpcPresence, PresenceApi,
+    publish(presence_pb::PublishRequest) -> presence_pb::PublishResponse;
+    get_presence(presence_pb::GetPresenceRequest) -> presence_pb::PresenceState;
+    subscribe(presence_pb::SubscribeRequest) -> presence_pb::SubscribeResponse;
+    unsubscribe(presence_pb::UnsubscribeRequest) -> presence_pb::UnsubscribeResponse;
+    renew_lease(presence_pb::RenewLeaseRequest) -> presence_pb::RenewLeaseResponse;
+    restore_dialogs(presence_pb::RestoreDialogsRequest) -> presence_pb::RestoreDialogsResponse;
+    claim_dialogs(presence_pb::ClaimDialogsRequest) -> presence_pb::ClaimDialogsResponse;
+);
+
+forward_rpcs!(GrpcRegistrar, RegistrarApi,
+    register(registrar_pb::RegisterRequest) -> registrar_pb::RegisterResponse;
+    lookup(registrar_pb::LookupRequest) -> registrar_pb::LookupResponse;
+);
 
 /// A refused or failed service call, as the SIP response it becomes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +172,7 @@ impl Refusal {
     }
 
     /// Maps a gRPC status (per the codes documented in the .proto files).
-    pub fn from_status(status: &tonic::Status, retry_after: u32) -> Self {
+    pub fn from_status(status: &Status, retry_after: u32) -> Self {
         if status.metadata().get("www-authenticate").is_some() {
             // The service refused this edge's own token: a configuration
             // fault of the cluster, not the phone's, so no 401/403 that

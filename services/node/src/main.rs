@@ -5,11 +5,13 @@
 //! prints ready-to-use bearer tokens, so a SIP client or sipp can be pointed
 //! at it at once.
 //!
-//! Its gRPC API is open unless `--grpc-auth` is given: then it takes the SIP
-//! listener's bearer tokens (or the development issuer's) with `presence:*`
-//! scopes, and the node's own edge presents a `presence:internal` token —
-//! minted by the development issuer, or configured with `--service-token*`
-//! like a standalone edge's.
+//! The node's edge calls the presence and registrar services in-process
+//! (`local.rs`), behind the same interface a standalone edge uses over
+//! gRPC; the gRPC API is still served for applications. It is open unless
+//! `--grpc-auth` is given: then it takes the SIP listener's bearer tokens
+//! (or the development issuer's) with `presence:*` scopes.
+
+mod local;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,18 +69,12 @@ struct Args {
     /// Require bearer tokens with presence:* scopes on the gRPC API.
     #[arg(long, env = "GRPC_AUTH", default_value_t = false)]
     grpc_auth: bool,
-    /// The token the node's edge presents to its own services (with --grpc-auth).
-    #[command(flatten)]
-    service_token: grpc_auth::ServiceTokenArgs,
 }
 
 fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
     presence::rules::DefaultPolicy::parse(name)
         .ok_or_else(|| format!("unknown policy {name:?}: use same-domain, allow or confirm"))
 }
-
-/// How long minted internal tokens live; they are renewed at half-life.
-const INTERNAL_TOKEN_SECS: u64 = 3600;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -112,21 +108,23 @@ async fn main() -> anyhow::Result<()> {
             .context("creating the development issuer")?;
         Some(Arc::new(issuer))
     };
-    let (presence_auth, registrar_auth, service_credentials) =
-        api_auth(&args, dev_issuer.clone()).await?;
-    let presence_task = tokio::spawn(presence::serve(
-        presence_listener,
-        backend.clone(),
-        presence_config,
-        Duration::from_millis(500),
-        presence_auth,
-        runtime::shutdown_signal(),
-    ));
-    let registrar_task = tokio::spawn(registrar::serve(
-        registrar_listener,
+    let (presence_auth, registrar_auth) = api_auth(&args, dev_issuer.clone()).await?;
+    let (presence_service, presence_sweeper) =
+        presence::start(backend.clone(), presence_config, Duration::from_millis(500));
+    let (registrar_service, registrar_sweeper) = registrar::start(
         backend.clone(),
         registrar_config,
         Duration::from_millis(1000),
+    );
+    let presence_task = tokio::spawn(presence::serve_service(
+        presence_listener,
+        presence_service.clone(),
+        presence_auth,
+        runtime::shutdown_signal(),
+    ));
+    let registrar_task = tokio::spawn(registrar::serve_service(
+        registrar_listener,
+        registrar_service.clone(),
         registrar_auth,
         runtime::shutdown_signal(),
     ));
@@ -142,38 +140,38 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = args.sip.to_config(presence_url, registrar_url);
     args.transport.apply(&mut config)?;
-    config.service_credentials = service_credentials;
-    let running = edge::start(config, authn, backend).await?;
+    let services = edge::services::Services {
+        presence: Arc::new(local::LocalPresence {
+            service: presence_service,
+            deadline: config.rpc_timeout,
+        }),
+        registrar: Arc::new(local::LocalRegistrar {
+            service: registrar_service,
+            deadline: config.rpc_timeout,
+        }),
+    };
+    let running = edge::start_with(config, services, authn, backend).await?;
     tokio::select! {
         _ = runtime::shutdown_signal() => {}
         r = presence_task => tracing::error!(result = ?r, "presence service stopped"),
         r = registrar_task => tracing::error!(result = ?r, "registrar service stopped"),
     }
     running.abort();
+    presence_sweeper.abort();
+    registrar_sweeper.abort();
     Ok(())
 }
 
-/// The authentication of the presence and registrar APIs, and the token
-/// the node's edge presents to them.
+/// The authentication of the presence and registrar gRPC APIs.
 async fn api_auth(
     args: &Args,
     dev_issuer: Option<Arc<DevIssuer>>,
-) -> anyhow::Result<(
-    grpc_auth::ApiAuth,
-    grpc_auth::ApiAuth,
-    grpc_auth::ServiceCredentials,
-)> {
+) -> anyhow::Result<(grpc_auth::ApiAuth, grpc_auth::ApiAuth)> {
     if !args.grpc_auth {
         grpc_auth::args::warn_unauthenticated("presence-node");
-        let credentials = args
-            .service_token
-            .credentials()
-            .await
-            .context("obtaining the service token")?;
         return Ok((
             grpc_auth::ApiAuth::disabled(),
             grpc_auth::ApiAuth::disabled(),
-            credentials,
         ));
     }
     if dev_issuer.is_none() && !args.auth.has_provider() {
@@ -185,35 +183,16 @@ async fn api_auth(
     let validator = auth::BearerValidator::new(grpc_auth::api_bearer_config(bearer))
         .await
         .context("setting up gRPC authentication")?;
-    let source = match (args.service_token.source()?, &dev_issuer) {
-        (Some(source), _) => source,
-        (None, Some(issuer)) => {
-            let token = issuer
-                .mint("presencectl", &[grpc_auth::SCOPE_ADMIN], 24 * 3600)
-                .context("minting a gRPC token")?;
-            eprintln!("gRPC API token (scope presence:admin, 24 hours), for presencectl and grpcurl:");
-            eprintln!("  export PRESENCE_TOKEN={token}");
-            let issuer = issuer.clone();
-            grpc_auth::args::minted(
-                move || {
-                    issuer
-                        .mint("presence-node", &[grpc_auth::SCOPE_INTERNAL], INTERNAL_TOKEN_SECS)
-                        .map_err(|e| e.to_string())
-                },
-                Duration::from_secs(INTERNAL_TOKEN_SECS / 2),
-            )
-        }
-        (None, None) => anyhow::bail!(
-            "--grpc-auth with a token provider needs the token the node's edge presents to its services: --service-token, --service-token-file or --service-token-url"
-        ),
-    };
-    let credentials = grpc_auth::ServiceCredentials::start(source)
-        .await
-        .context("obtaining the service token")?;
+    if let Some(issuer) = &dev_issuer {
+        let token = issuer
+            .mint("presencectl", &[grpc_auth::SCOPE_ADMIN], 24 * 3600)
+            .context("minting a gRPC token")?;
+        eprintln!("gRPC API token (scope presence:admin, 24 hours), for presencectl and grpcurl:");
+        eprintln!("  export PRESENCE_TOKEN={token}");
+    }
     Ok((
         grpc_auth::ApiAuth::new(validator.clone(), presence::access::access_policy()),
         grpc_auth::ApiAuth::new(validator, registrar::grpc::access_policy()),
-        credentials,
     ))
 }
 

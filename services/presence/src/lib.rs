@@ -53,6 +53,23 @@ pub async fn serve(
     auth: grpc_auth::ApiAuth,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let (service, sweeper) = start(backend, config, sweep_interval);
+    let result = serve_service(listener, service, auth, shutdown).await;
+    sweeper.abort();
+    result
+}
+
+/// The presence service and its sweeper, without a server: the service
+/// answers calls made in the same process (a single-process node's edge)
+/// and can be served over gRPC as well ([`serve_service`]).
+pub fn start(
+    backend: std::sync::Arc<dyn store::Backend>,
+    config: PresenceConfig,
+    sweep_interval: std::time::Duration,
+) -> (
+    std::sync::Arc<grpc::PresenceService>,
+    tokio::task::JoinHandle<()>,
+) {
     let compositor = Compositor::new(backend, config);
     let subscriptions = Subscriptions::new(compositor.clone());
     let sweeper = tokio::spawn(sweeper::run(
@@ -60,11 +77,23 @@ pub async fn serve(
         subscriptions.clone(),
         sweep_interval,
     ));
+    let service = std::sync::Arc::new(grpc::PresenceService::new(compositor, subscriptions));
+    (service, sweeper)
+}
+
+/// Serves a started presence service over gRPC (with health and
+/// reflection) until `shutdown` resolves.
+pub async fn serve_service(
+    listener: tokio::net::TcpListener,
+    service: std::sync::Arc<grpc::PresenceService>,
+    auth: grpc_auth::ApiAuth,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<rpc::presence::v1::presence_server::PresenceServer<grpc::PresenceService>>()
         .await;
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         // WatchPresence streams live for hours: pings keep idle connections
         // open through load balancers and let a vanished client's stream
         // end within a minute.
@@ -73,12 +102,11 @@ pub async fn serve(
         .layer(auth.layer())
         .add_service(health)
         .add_service(runtime::reflection_service()?)
-        .add_service(grpc::PresenceService::new(compositor, subscriptions).into_server())
+        .add_service(rpc::presence::v1::presence_server::PresenceServer::from_arc(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
-        .await;
-    sweeper.abort();
-    result.map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"))
 }

@@ -32,22 +32,52 @@ pub async fn serve(
     auth: grpc_auth::ApiAuth,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let (service, sweeper) = start(backend, config, sweep_interval);
+    let result = serve_service(listener, service, auth, shutdown).await;
+    sweeper.abort();
+    result
+}
+
+/// The registrar service and its sweeper, without a server: the service
+/// answers calls made in the same process (a single-process node's edge)
+/// and can be served over gRPC as well ([`serve_service`]).
+pub fn start(
+    backend: std::sync::Arc<dyn store::Backend>,
+    config: RegistrarConfig,
+    sweep_interval: std::time::Duration,
+) -> (
+    std::sync::Arc<grpc::RegistrarService>,
+    tokio::task::JoinHandle<()>,
+) {
     let registrar = Registrar::new(backend.clone(), config);
     let sweeper = tokio::spawn(sweeper::run(registrar.clone(), backend, sweep_interval));
+    (
+        std::sync::Arc::new(grpc::RegistrarService::new(registrar)),
+        sweeper,
+    )
+}
+
+/// Serves a started registrar service over gRPC (with health and
+/// reflection) until `shutdown` resolves.
+pub async fn serve_service(
+    listener: tokio::net::TcpListener,
+    service: std::sync::Arc<grpc::RegistrarService>,
+    auth: grpc_auth::ApiAuth,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<rpc::registrar::v1::registrar_server::RegistrarServer<grpc::RegistrarService>>()
         .await;
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .layer(auth.layer())
         .add_service(health)
         .add_service(runtime::reflection_service()?)
-        .add_service(grpc::RegistrarService::new(registrar).into_server())
+        .add_service(rpc::registrar::v1::registrar_server::RegistrarServer::from_arc(service))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
-        .await;
-    sweeper.abort();
-    result.map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"))
 }

@@ -182,8 +182,9 @@ pub async fn send(
 
 /// Removes a subscription from the presence service (idempotent).
 pub async fn forget_subscription(edge: &Edge, presentity: &str, dialog_id: &str) {
-    let mut client = edge.services.presence.clone();
-    if let Err(e) = client
+    if let Err(e) = edge
+        .services
+        .presence
         .unsubscribe(UnsubscribeRequest {
             presentity: presentity.to_string(),
             dialog_id: dialog_id.to_string(),

@@ -54,8 +54,9 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
             }
         }
     };
-    let mut client = edge.services.presence.clone();
-    let result = client
+    let result = edge
+        .services
+        .presence
         .publish(PublishRequest {
             presentity: presentity.clone(),
             if_match: headers.sip_if_match().unwrap_or_default().to_string(),
@@ -67,7 +68,6 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
         .await;
     match result {
         Ok(reply) => {
-            let reply = reply.into_inner();
             let mut builder =
                 Response::for_request(request, 200).header(HeaderName::Expires, reply.expires);
             if !reply.etag.is_empty() {

@@ -68,12 +68,12 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
             false,
         ),
     };
-    let mut client = edge.services.registrar.clone();
+    let client = &edge.services.registrar;
     let result = if updates.is_empty() && !remove_all {
         client
             .lookup(LookupRequest { aor: aor.clone() })
             .await
-            .map(|r| r.into_inner().bindings)
+            .map(|r| r.bindings)
     } else {
         client
             .register(RegisterRequest {
@@ -87,7 +87,7 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
                 user_agent: headers.user_agent().unwrap_or_default().to_string(),
             })
             .await
-            .map(|r| r.into_inner().bindings)
+            .map(|r| r.bindings)
     };
     let bindings = match result {
         Ok(b) => b,

@@ -137,8 +137,8 @@ async fn call(
     expires: Option<u32>,
     refresh: bool,
 ) -> Result<SubscribeResponse, Refusal> {
-    let mut client = edge.services.presence.clone();
-    client
+    edge.services
+        .presence
         .subscribe(SubscribeRequest {
             presentity: presentity.to_string(),
             dialog: Some(presence::grpc::dialog_to_pb(record.clone())),
@@ -146,7 +146,6 @@ async fn call(
             refresh,
         })
         .await
-        .map(|r| r.into_inner())
         .map_err(|status| {
             tracing::info!(%presentity, code = ?status.code(), message = status.message(), "SUBSCRIBE failed");
             Refusal::from_status(&status, edge.config.retry_after)
