@@ -151,6 +151,10 @@ struct FanoutArgs {
     /// Expires of PUBLISH (seconds).
     #[arg(long, default_value_t = 3600)]
     publish_expires: u32,
+    /// Send the publisher's requests here instead of --target (e.g. another edge of the
+    /// same cluster, so every change crosses edges); loopback only.
+    #[arg(long)]
+    publisher_target: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -325,7 +329,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn fanout(args: &FanoutArgs) -> anyhow::Result<Report> {
     check_count("--watchers", args.watchers as u64)?;
     check_count("--changes", args.changes)?;
+    if let Some(target) = args.publisher_target {
+        if !target.ip().is_loopback() {
+            bail!("--publisher-target {target} is not a loopback address");
+        }
+    }
     let config = fanout::Fanout {
+        publisher_target: args.publisher_target,
         common: args.target.common()?,
         watchers: args.watchers,
         changes: args.changes,

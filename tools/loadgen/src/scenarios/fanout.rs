@@ -39,6 +39,9 @@ pub struct Fanout {
     pub pace: Option<Duration>,
     /// Expires of the publication.
     pub publish_expires: u32,
+    /// Where the publisher sends (another edge of the same cluster, say); the target
+    /// when `None`.
+    pub publisher_target: Option<std::net::SocketAddr>,
 }
 
 /// Runs the scenario: `users[0]` publishes, the others watch (cycled when there are
@@ -55,7 +58,11 @@ pub async fn run(config: &Fanout, users: Vec<User>, clock: Clock) -> Result<Repo
     let bed = Bed::new(&config.common, clock, 1)?;
     let sockets = config.common.sockets;
     // The publisher has a socket of its own, so its answers never queue behind NOTIFYs.
-    let publisher = bed.agent(publisher_user.clone(), sockets)?;
+    let publisher = bed.agent_to(
+        publisher_user.clone(),
+        sockets,
+        config.publisher_target.unwrap_or(config.common.target),
+    )?;
     let watcher_pool: &[User] = if users.len() > 1 { &users[1..] } else { &users };
     let mut agents = Vec::with_capacity(config.watchers);
     let mut names = Vec::with_capacity(config.watchers);
@@ -168,6 +175,7 @@ pub async fn run(config: &Fanout, users: Vec<User>, clock: Clock) -> Result<Repo
         "publish_expires": config.publish_expires,
         "max_inflight": config.common.max_inflight,
         "publisher": aor,
+        "publisher_target": config.publisher_target.map(|t| t.to_string()),
     });
     let mut report = bed.report("fanout", settings, [setup, load, teardown], &names);
     report.delivery = Some(delivery);

@@ -106,15 +106,20 @@ impl Bed {
         })
     }
 
-    /// An agent for `user` on endpoint `socket`.
+    /// An agent for `user` on endpoint `socket`, sending to the target.
     pub fn agent(&self, user: User, socket: usize) -> Result<Agent, ScenarioError> {
+        self.agent_to(user, socket, self.common.target)
+    }
+
+    /// An agent for `user` on endpoint `socket`, sending to `server`.
+    pub fn agent_to(
+        &self,
+        user: User,
+        socket: usize,
+        server: SocketAddr,
+    ) -> Result<Agent, ScenarioError> {
         let endpoint = self.endpoints[socket % self.endpoints.len()].clone();
-        Ok(Agent::new(
-            user,
-            endpoint,
-            self.common.target,
-            self.metrics.clone(),
-        )?)
+        Ok(Agent::new(user, endpoint, server, self.metrics.clone())?)
     }
 
     /// Polls until `done` holds or `timeout` passes; returns whether it held.
