@@ -1,11 +1,19 @@
 //! Process plumbing shared by the binaries: logging set-up, choosing the
 //! state backend from configuration, the standard gRPC extras (health and
-//! reflection, so `grpcurl` works out of the box) and shutdown signals.
+//! reflection, so `grpcurl` works out of the box), shutdown signals and the
+//! allocator.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use store::Backend;
+
+/// Every binary linking this crate allocates with mimalloc: a request
+/// allocates and frees many small blocks on whichever worker thread runs
+/// it, where glibc's malloc spent a fifth of the CPU in arena locks and
+/// free-list consolidation (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logging to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
 /// `LOG_FORMAT=json` (what log collectors in Kubernetes want).
