@@ -127,7 +127,6 @@ clk_tck=$(getconf CLK_TCK)
 # As many open calls as the file limit allows (sipp checks calls against it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 max_open=$(($(ulimit -n) - 1000))
-page_kb=$(($(getconf PAGESIZE) / 1024))
 
 # ---- metering -------------------------------------------------------------
 
@@ -220,26 +219,17 @@ rtt_percentiles() {
       printf "%g %g\n", v[i50], v[i99] }'
 }
 
-header="system,scenario,transport,auth,step,offered_rate,calls,step_seconds,elapsed_s,achieved_rate,successful,failed,retransmissions,server_cpu_pct,server_cpu_us_per_call,requests_per_call,server_cpu_us_per_request,udp_drops,rss_mb,pss_mb,rtt_p50_ms,rtt_p99_ms,sipp_cpu_pct,sipp_exit,clean,collapsed"
-[ -f "$csv" ] || echo "$header" >"$csv"
-
-print_row_header() {
-  printf '%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %s\n' \
-    system scenario tp offered achieved failed retrans cpu% us/call us/req drops rssMB pssMB p50ms p99ms sipp% clean
-}
-
-log "ladder: $label $scenario over $transport ($auth) -> $target; rates: $rates; ${seconds}s per step; metering PIDs: ${pids:-none}"
-log "results: $csv"
-print_row_header
-step=0
-for rate in $rates; do
-  step=$((step + 1))
-  calls=$((rate * seconds))
+# One attempt at a step: runs sipp at $rate for $calls calls and sets the
+# measurements (globals: work, sipp_exit, t0, t1, cpu0, cpu1, drops0, drops1,
+# sipp_cpu0, sipp_cpu1, rss_mb, pss_mb, alive, successful, failed, retrans,
+# elapsed, p50, p99).
+run_step() {
+  local attempt=$1
   work=$(mktemp -d "$out/.step.XXXXXX")
   step_inf=$inf
   if [ "$auth" = none ] && [ -z "$inf" ]; then
     step_inf="$work/users.csv"
-    make_users "$step_inf" "$calls" "$step"
+    make_users "$step_inf" "$calls" "${step}a${attempt}"
   fi
   # Open calls: a few seconds' worth (a watcher stays open hold_s seconds).
   open_limit=$((rate * 3))
@@ -248,7 +238,6 @@ for rate in $rates; do
   # sipp wants open calls below its file limit (it warns otherwise).
   [ "$open_limit" -le "$max_open" ] || open_limit=$max_open
 
-  all_alive || { log "a metered process is gone; stopping"; break; }
   drops0=$(udp_drops)
   cpu0=$(cpu_ticks)
   times >"$work/times0"
@@ -287,8 +276,41 @@ for rate in $rates; do
   else
     successful=0 failed=$calls retrans=0 elapsed=$seconds
   fi
+  # Calls that never completed count as failed too (sipp stopped by its
+  # -timeout, or killed, leaves calls neither successful nor failed).
+  if [ $((calls - ${successful:-0})) -gt "${failed:-0}" ]; then
+    failed=$((calls - ${successful:-0}))
+  fi
   rtt_file=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
   read -r p50 p99 < <(rtt_percentiles "${rtt_file:-/nonexistent}")
+}
+
+header="system,scenario,transport,auth,step,offered_rate,calls,step_seconds,elapsed_s,achieved_rate,successful,failed,retransmissions,server_cpu_pct,server_cpu_us_per_call,requests_per_call,server_cpu_us_per_request,udp_drops,rss_mb,pss_mb,rtt_p50_ms,rtt_p99_ms,sipp_cpu_pct,sipp_exit,clean,collapsed"
+[ -f "$csv" ] || echo "$header" >"$csv"
+
+print_row_header() {
+  printf '%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %s\n' \
+    system scenario tp offered achieved failed retrans cpu% us/call us/req drops rssMB pssMB p50ms p99ms sipp% clean
+}
+
+log "ladder: $label $scenario over $transport ($auth) -> $target; rates: $rates; ${seconds}s per step; metering PIDs: ${pids:-none}"
+log "results: $csv"
+print_row_header
+step=0
+for rate in $rates; do
+  step=$((step + 1))
+  calls=$((rate * seconds))
+  all_alive || { log "a metered process is gone; stopping"; break; }
+  # sipp killed from outside (exit 128+N) or failing to start is not a
+  # measurement of the server: try such a step once more.
+  for attempt in 1 2; do
+    run_step "$attempt"
+    case $sipp_exit in 0|1) break ;; esac
+    [ "$attempt" -eq 1 ] || break
+    log "sipp ended abnormally (exit $sipp_exit) at $rate/s; running the step again"
+    rm -rf "$work"
+    sleep "$settle"
+  done
 
   row=$(awk -v label="$label" -v sc="$scenario" -v tp="$transport" -v auth="$auth" \
     -v step="$step" -v rate="$rate" -v calls="$calls" -v secs="$seconds" \
