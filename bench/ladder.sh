@@ -10,7 +10,9 @@
 #                      (bench/sipp/NAME.xml, or NAME-noauth.xml without --inf)
 #   --transport T      udp (default) | tcp
 #   --target HOST:PORT the server (any address; metering needs it on this machine)
-#   --pids "P ..."     server PIDs to meter (CPU, memory); without them those columns are empty
+#   --pids "P ..."     server PIDs to meter (CPU, memory, drops): on this machine only;
+#                      without them those columns are empty (a remote server);
+#                      "auto": the processes that own the target port's UDP sockets
 #   --server-env FILE  take TARGET, METER_PIDS, INF and AUTH from a bench/servers start
 #   --inf FILE         injection file "SEQUENTIAL" + "user;domain;token" lines: the
 #                      scenario's bearer variant is used, its lines are reused in a
@@ -20,13 +22,16 @@
 #   --rates "R ..."    offered calls/s (default "500 1000 2000 4000 8000 16000 32000")
 #   --seconds S        length of each step (default 10): S x R calls are offered
 #   --hold-s N         watcher only: how long each watcher stays subscribed (default 10)
+#   --local-ip IP      sipp's address (Via, Contact): default 127.0.0.1 for a
+#                      loopback target, else this machine's source address towards it
 #   --label NAME       system name written in the results (default: the target)
 #   --out DIR          results directory (default bench/results/ladder-<time>)
 #   --keep-going       do not stop after a collapsed step
 #   --settle S         pause between steps (default 2)
 #
 # Per step it records (ladder.csv; a table on stdout):
-#   offered and achieved rate (successful calls / sipp's elapsed time), failed
+#   offered and achieved rate (successful calls / sipp's elapsed time, less
+#   hold_s for the watcher), failed
 #   calls, sipp retransmissions, the server's CPU (utime+stime of every metered
 #   PID from /proc/PID/stat before and after the step: % of one core, and µs per
 #   successful call and per request), UDP receive drops of every socket bound
@@ -57,6 +62,7 @@ out=""
 keep_going=0
 settle=2
 server_env=""
+local_ip=""
 while [ $# -gt 0 ]; do
   case $1 in
     --scenario) scenario=$2; shift 2 ;;
@@ -70,6 +76,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --hold-s) hold_s=$2; shift 2 ;;
     --label) label=$2; shift 2 ;;
+    --local-ip) local_ip=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --keep-going) keep_going=1; shift ;;
     --settle) settle=$2; shift 2 ;;
@@ -108,6 +115,22 @@ esac
 [ -n "$label" ] || label=$target
 sip_host=${target%:*}
 sip_port=${target##*:}
+if [ -z "$local_ip" ]; then
+  case $sip_host in
+    127.*|localhost|::1|\[::1\]) local_ip=127.0.0.1 ;;
+    *)
+      # The source address the kernel would use towards the target.
+      addr=$(getent ahostsv4 "$sip_host" | awk 'NR == 1 {print $1}')
+      local_ip=$(ip -o route get "${addr:-$sip_host}" 2>/dev/null | grep -o 'src [0-9.]*' | cut -d' ' -f2)
+      [ -n "$local_ip" ] || die "cannot tell this machine's address towards $sip_host: pass --local-ip"
+      ;;
+  esac
+fi
+if [ "$pids" = auto ]; then
+  ensure_packages ss:iproute2
+  pids=$(ss -Hlnup "( sport = :$sip_port )" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -un | tr '\n' ' ')
+  [ -n "$pids" ] || die "--pids auto: no process owns a UDP socket on port $sip_port here"
+fi
 
 # Requests the client sends per call (for CPU per request).
 case $scenario in
@@ -144,6 +167,7 @@ cpu_ticks() {
 # Sum of the "drops" column over every UDP socket bound to the SIP port
 # (several with SO_REUSEPORT), IPv4 and IPv6.
 udp_drops() {
+  [ -n "$pids" ] || { echo 0; return; } # a remote server: its sockets are not here
   local hex
   hex=$(printf '%04X' "$sip_port")
   cat /proc/net/udp /proc/net/udp6 2>/dev/null | awk -v hex="$hex" '
@@ -247,7 +271,7 @@ run_step() {
   # (capped by net.core.rmem_max) so that the load generator drops nothing.
   set +e
   (cd "$work" && exec sipp -sf "$scenario_file" -inf "$step_inf" -key hold_s "$hold_s" \
-    -t "$sipp_transport" -i "$sip_host" -p 0 \
+    -t "$sipp_transport" -i "$local_ip" -p 0 \
     -r "$rate" -rp 1000 -m "$calls" -l "$open_limit" \
     -recv_timeout 10000 -timeout "$((seconds * 3 + hold_s + 30))s" -timeout_error \
     -buff_size 4194304 -max_recv_loops 10000 -max_sched_loops 10000 \
@@ -317,9 +341,12 @@ for rate in $rates; do
     -v elapsed="$elapsed" -v ok="${successful:-0}" -v failed="${failed:-0}" -v retrans="${retrans:-0}" \
     -v cpu0="$cpu0" -v cpu1="$cpu1" -v hz="$clk_tck" -v t0="$t0" -v t1="$t1" -v rpc="$requests_per_call" \
     -v drops=$((drops1 - drops0)) -v rss="$rss_mb" -v pss="$pss_mb" -v p50="${p50:-}" -v p99="${p99:-}" \
-    -v s0="$sipp_cpu0" -v s1="$sipp_cpu1" -v rc="$sipp_exit" -v pids="$pids" -v alive="$alive" 'BEGIN {
+    -v s0="$sipp_cpu0" -v s1="$sipp_cpu1" -v rc="$sipp_exit" -v pids="$pids" -v alive="$alive" \
+    -v hold="$([ "$scenario" = watcher ] && echo "$hold_s" || echo 0)" 'BEGIN {
       wall = t1 - t0; if (elapsed <= 0) elapsed = wall
-      achieved = ok / elapsed
+      # A watcher call lasts hold_s: calls were started over elapsed - hold_s.
+      busy = elapsed - hold; if (busy <= 0) busy = secs
+      achieved = ok / busy
       metered = (pids != "")
       cpu_s = (cpu1 - cpu0) / hz
       cpu_pct = metered ? sprintf("%.1f", 100 * cpu_s / wall) : ""
@@ -328,9 +355,9 @@ for rate in $rates; do
       sipp_pct = sprintf("%.1f", 100 * (s1 - s0) / wall)
       clean = (achieved >= 0.95 * rate && failed == 0 && drops == 0) ? "yes" : "no"
       collapsed = (achieved < 0.5 * rate || failed > 0.05 * calls || !alive) ? "yes" : "no"
-      printf "%s,%s,%s,%s,%d,%d,%d,%d,%.3f,%.1f,%d,%d,%d,%s,%s,%d,%s,%d,%s,%s,%s,%s,%s,%d,%s,%s\n",
+      printf "%s,%s,%s,%s,%d,%d,%d,%d,%.3f,%.1f,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s\n",
         label, sc, tp, auth, step, rate, calls, secs, elapsed, achieved, ok, failed, retrans,
-        cpu_pct, us_call, rpc, us_req, drops, metered ? rss : "", metered ? pss : "", p50, p99,
+        cpu_pct, us_call, rpc, us_req, metered ? drops : "", metered ? rss : "", metered ? pss : "", p50, p99,
         sipp_pct, rc, clean, collapsed }')
   echo "$row" >>"$csv"
   echo "$row" | awk -F',' '{

@@ -13,8 +13,9 @@
 #   --redis-port N         (default 6391)
 #   --grpc-ports P,R       presence and registrar gRPC ports (default 50181,50182)
 #   --auth none            edge with --insecure-no-auth (the Kamailio comparison)
-#   --auth bearer          edge checks bearer tokens: needs --inf, --jwks-file,
-#                          --issuer, --audience (e.g. from `loadgen tokens`)
+#   --auth bearer          edge checks bearer tokens: from --inf, --jwks-file,
+#                          --issuer, --audience, or minted by `loadgen tokens` for
+#                          --users N users (default 2000) when --bin-dir has loadgen
 #
 # The gRPC API of presence and registrar is left unauthenticated (no
 # --auth-* on them, so the edge needs no service token): on loopback, for a
@@ -43,6 +44,7 @@ inf=""
 jwks=""
 issuer=""
 audience=""
+users=2000
 while [ $# -gt 0 ]; do
   case $1 in
     --run-dir) run_dir=$2; shift 2 ;;
@@ -55,7 +57,7 @@ while [ $# -gt 0 ]; do
     --jwks-file) jwks=$2; shift 2 ;;
     --issuer) issuer=$2; shift 2 ;;
     --audience) audience=$2; shift 2 ;;
-    --users) shift 2 ;; # presence-node's development users; the cluster has no issuer of its own
+    --users) users=$2; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -73,8 +75,9 @@ start() {
   case $auth in
     none) edge_auth=(--insecure-no-auth) ;;
     bearer)
+      if [ -z "$jwks" ]; then mint_tokens_with_loadgen "$bin_dir" "$run_dir" "$users" || true; fi
       [ -n "$inf" ] && [ -n "$jwks" ] && [ -n "$issuer" ] && [ -n "$audience" ] ||
-        die "--auth bearer on the cluster needs --inf, --jwks-file, --issuer and --audience (e.g. from loadgen tokens)"
+        die "--auth bearer on the cluster needs loadgen in --bin-dir, or --inf, --jwks-file, --issuer and --audience"
       edge_auth=(--auth-jwks-file "$jwks" --auth-issuer "$issuer" --auth-audience "$audience")
       ;;
     *) die "--auth is none or bearer" ;;

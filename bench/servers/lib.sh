@@ -133,6 +133,21 @@ EOF
   cat "$dir/server.env"
 }
 
+# Mints bearer tokens for N users with `loadgen tokens` (tools/loadgen) when
+# BIN_DIR has it: writes DIR/tokens.csv (sipp injection file) and DIR/jwks.json
+# and sets inf, jwks, issuer and audience. Returns 1 without loadgen.
+mint_tokens_with_loadgen() {
+  local bin_dir=$1 dir=$2 users=$3
+  [ -x "$bin_dir/loadgen" ] || return 1
+  inf="$dir/tokens.csv"
+  jwks="$dir/jwks.json"
+  issuer=loadgen
+  audience=presence
+  "$bin_dir/loadgen" tokens --users "$users" --prefix b --domain example.com \
+    --csv "$inf" --jwks "$jwks" --issuer "$issuer" --audience "$audience" >"$dir/loadgen-tokens.log" 2>&1 ||
+    { cat "$dir/loadgen-tokens.log" >&2; die "loadgen tokens failed"; }
+}
+
 # Keeps a foreground `run` alive until interrupted; the caller's EXIT trap
 # stops the processes.
 wait_forever() {

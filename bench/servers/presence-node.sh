@@ -12,13 +12,13 @@
 #   --grpc-ports P,R   presence and registrar gRPC ports (default 50161,50162)
 #   --auth none        --insecure-no-auth: the From header is believed (the
 #                      comparison with Kamailio, which authenticates nobody)
-#   --auth bearer      bearer tokens (default). Tokens come either from
-#                      --inf/--jwks-file/--issuer/--audience (e.g. written by
-#                      `loadgen tokens`), or else from the node's development
-#                      issuer for --users N users (b1@example.com ...), whose
-#                      tokens it writes to DIR/tokens.csv.
-#   --users N          development users for --auth bearer (default 2000, at most 5000:
-#                      they go through one command-line argument)
+#   --auth bearer      bearer tokens (default), for --users N users, from (first found):
+#                      --inf/--jwks-file/--issuer/--audience given here;
+#                      `loadgen tokens` when --bin-dir has loadgen (users b0001...);
+#                      else the node's own development issuer (users b1...,
+#                      --dev-users/--dev-tokens-csv). The injection file is DIR/tokens.csv.
+#   --users N          users with tokens (default 2000; at most 5000 with the
+#                      development issuer: they go through one command-line argument)
 #   --inf FILE --jwks-file FILE --issuer ISS --audience AUD
 #                      external tokens and the key set that signed them
 #
@@ -75,6 +75,7 @@ start() {
   case $auth in
     none) args+=(--insecure-no-auth) ;;
     bearer)
+      if [ -z "$jwks" ]; then mint_tokens_with_loadgen "$bin_dir" "$run_dir" "$users" || true; fi
       if [ -n "$jwks" ]; then
         [ -n "$inf" ] && [ -n "$issuer" ] && [ -n "$audience" ] ||
           die "--jwks-file needs --inf, --issuer and --audience"
