@@ -13,6 +13,7 @@
 //! * [`marker`] puts a sequence number and a send time into published
 //!   documents and finds them in notified ones.
 //! * [`ua`] builds the requests of one user (REGISTER, PUBLISH, SUBSCRIBE).
+//! * [`kernel`] reads the kernel's receive-drop counters of UDP sockets.
 //! * [`stats`] holds latency histograms and request counters; [`report`]
 //!   prints them as a table or JSON.
 //! * [`scenarios`] are the load profiles: `fanout` and `office`.
@@ -22,6 +23,7 @@
 pub mod checks;
 pub mod clock;
 pub mod dialog;
+pub mod kernel;
 pub mod marker;
 pub mod report;
 pub mod scenarios;

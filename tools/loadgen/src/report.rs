@@ -35,6 +35,8 @@ pub struct Report {
     pub delivery: Option<DeliveryReport>,
     /// The NOTIFY checks.
     pub checks: CheckSummary,
+    /// Datagrams the kernel dropped at full receive buffers during the run.
+    pub kernel_drops: KernelDrops,
     /// Requests that failed (non-2xx final response, timeout, send error).
     pub failed_requests: u64,
     /// Whether every check passed and no request failed: the exit status is 0 only then.
@@ -70,6 +72,20 @@ pub struct NotifyReport {
     /// PUBLISH sent → NOTIFY received, for the first delivery of each document to each
     /// dialog.
     pub latency: Summary,
+    /// Change published → the watcher shows it or a later change, for every change and
+    /// dialog (includes waits behind delayed NOTIFYs whose changes were coalesced).
+    pub change_latency: Summary,
+    /// (dialog, change) pairs never shown to the watcher.
+    pub changes_not_shown: u64,
+}
+
+/// Receive drops counted by the kernel (`/proc/net/udp`; `null` where unavailable).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KernelDrops {
+    /// At the load generator's sockets.
+    pub loadgen: Option<u64>,
+    /// At the target's socket, when the server runs on this machine.
+    pub target: Option<u64>,
 }
 
 /// Fan-out: the time from a change's PUBLISH to its arrival at the last watcher.
@@ -139,6 +155,7 @@ impl Report {
             latency_row(&mut out, method, &m.latency);
         }
         latency_row(&mut out, "PUBLISH -> NOTIFY", &self.notify.latency);
+        latency_row(&mut out, "change -> watcher", &self.notify.change_latency);
         if let Some(d) = &self.delivery {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -180,6 +197,14 @@ impl Report {
             c.repeats,
             c.skipped,
             self.notify.unknown_dialog
+        );
+        let drops = |d: Option<u64>| d.map_or("n/a".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "  kernel receive drops: loadgen sockets {}, target socket {}; changes never shown: {}",
+            drops(self.kernel_drops.loadgen),
+            drops(self.kernel_drops.target),
+            self.notify.changes_not_shown
         );
         if c.violations.is_empty() {
             let _ = writeln!(out, "  checks: no violation");
@@ -230,6 +255,7 @@ mod tests {
             notify: NotifyReport::default(),
             delivery: Some(DeliveryReport::default()),
             checks: checks.finish(),
+            kernel_drops: KernelDrops::default(),
             failed_requests: 0,
             passed: false,
         }

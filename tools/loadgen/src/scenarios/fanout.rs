@@ -81,6 +81,7 @@ pub async fn run(config: &Fanout, users: Vec<User>, clock: Clock) -> Result<Repo
             seq,
             sent_ns: clock.now_ns(),
         };
+        bed.record_send(&aor, seq, marker.sent_ns);
         (marker.sent_ns, marker::document(&aor, "loadgen", &marker))
     };
     let (_, initial) = document(0);

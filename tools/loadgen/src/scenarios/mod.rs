@@ -5,9 +5,10 @@
 pub mod fanout;
 pub mod office;
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -16,7 +17,9 @@ use tokio::time::Instant;
 use crate::checks::{CheckSummary, Violation};
 use crate::clock::Clock;
 use crate::dialog::DialogTable;
-use crate::report::{self, NotifyReport, Report};
+use crate::kernel;
+use crate::report::{self, KernelDrops, NotifyReport, Report};
+use crate::stats::Latency;
 use crate::transport::{Endpoint, Failed, Timers, Transaction, TransportError};
 use crate::ua::{self, Agent, Metrics, UaError};
 use crate::users::User;
@@ -74,6 +77,10 @@ pub struct Bed {
     pub inflight: Arc<Semaphore>,
     /// The settings.
     pub common: Common,
+    /// When each presentity published each sequence number (run-clock ns).
+    sends: Mutex<HashMap<String, BTreeMap<u64, u64>>>,
+    /// The target socket's receive drops when the run began (same machine only).
+    target_drops: Option<u64>,
 }
 
 impl Bed {
@@ -103,7 +110,62 @@ impl Bed {
             metrics: Arc::new(Metrics::default()),
             inflight: Arc::new(Semaphore::new(common.max_inflight.max(1))),
             common: common.clone(),
+            sends: Mutex::new(HashMap::new()),
+            target_drops: kernel::udp_drops(common.target),
         })
+    }
+
+    /// Notes that `presentity` sent the document with sequence number `seq` at `sent_ns`.
+    pub fn record_send(&self, presentity: &str, seq: u64, sent_ns: u64) {
+        self.sends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(presentity.to_owned())
+            .or_default()
+            .insert(seq, sent_ns);
+    }
+
+    /// When each sequence number of `presentity` was sent.
+    pub fn sends_of(&self, presentity: &str) -> BTreeMap<u64, u64> {
+        self.sends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(presentity)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// For every accepted dialog and every change its presentity published after the
+    /// dialog began: the time until the dialog showed that change or a later one. Unlike
+    /// the PUBLISH → NOTIFY latency of delivered documents, this counts the wait of a
+    /// watcher whose NOTIFYs were delayed and coalesced. Returns the distribution and the
+    /// number of (dialog, change) pairs never shown.
+    pub fn change_latency(&self) -> (Latency, u64) {
+        let sends = self
+            .sends
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut latency = Latency::new();
+        let mut missing = 0;
+        self.table.for_each(|s| {
+            if !s.accepted {
+                return;
+            }
+            let Some(published) = sends.get(&s.presentity) else {
+                return;
+            };
+            for (&seq, &sent) in published.range(0..) {
+                if sent < s.subscribed_ns {
+                    continue;
+                }
+                match s.first_arrival_from(seq) {
+                    Some(at) => latency.record(at.saturating_sub(sent)),
+                    None => missing += 1,
+                }
+            }
+        });
+        (latency, missing)
     }
 
     /// An agent for `user` on endpoint `socket`, sending to the target.
@@ -217,6 +279,16 @@ impl Bed {
         let stats = self.metrics.snapshot();
         let failed_requests = stats.failed();
         let latency = self.table.latency();
+        let (change_latency, unshown) = self.change_latency();
+        let loadgen_drops = self
+            .endpoints
+            .iter()
+            .map(|e| kernel::udp_drops(e.local()))
+            .sum::<Option<u64>>();
+        let target_drops = match (self.target_drops, kernel::udp_drops(self.common.target)) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
         Report {
             scenario: scenario.to_owned(),
             target: self.common.target.to_string(),
@@ -231,6 +303,12 @@ impl Bed {
                 retransmissions: checks.retransmissions,
                 unknown_dialog: self.table.unknown(),
                 latency: latency.summary(),
+                change_latency: change_latency.summary(),
+                changes_not_shown: unshown,
+            },
+            kernel_drops: KernelDrops {
+                loadgen: loadgen_drops,
+                target: target_drops,
             },
             delivery: None,
             passed: checks.passed && failed_requests == 0,

@@ -89,7 +89,9 @@ impl Ctx {
             seq,
             sent_ns: self.bed.clock.now_ns(),
         };
-        let body = marker::document(&agent.user.aor(), "phone", &marker);
+        let aor = agent.user.aor();
+        self.bed.record_send(&aor, seq, marker.sent_ns);
+        let body = marker::document(&aor, "phone", &marker);
         self.update(user, |p| p.attempted = seq);
         let outcome = agent
             .publish(publication, Some(body), self.config.publish_expires)
