@@ -18,6 +18,10 @@
 #   --compare-rates "..." rates at which CPU per call is compared (default "2000 8000")
 #   --out DIR             default bench/results/<timestamp>
 #   --kamailio-shm-mb N   Kamailio's shared memory (-m), default 512 as the operator runs it
+#   --quiet-cpu PCT       before each ladder, wait until the machine (everything
+#                         running) uses less than PCT % of one core over 5 s (default 30)
+#   --quiet-wait S        ... but at most S seconds, then run anyway (default 1200;
+#                         the ladder's other_cpu_pct column shows the disturbance)
 #
 # Every system starts fresh for each scenario (so memory is per scenario),
 # on loopback, without authentication (Kamailio has none; ours runs with
@@ -33,6 +37,8 @@ repo=$(cd "$here/.." && pwd)
 all_args="$*"
 bin_dir="$repo/target/release"
 kamailio_shm_mb=512
+quiet_cpu=30
+quiet_wait=1200
 systems="kamailio presence-node cluster"
 scenarios="register publish subscribe-cycle"
 transport=udp
@@ -55,6 +61,8 @@ while [ $# -gt 0 ]; do
     --compare-rates) compare_rates=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --kamailio-shm-mb) kamailio_shm_mb=$2; shift 2 ;;
+    --quiet-cpu) quiet_cpu=$2; shift 2 ;;
+    --quiet-wait) quiet_wait=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -100,6 +108,33 @@ stop_current() {
 }
 trap stop_current EXIT
 trap 'exit 130' INT TERM
+
+# Busy CPU of the whole machine over 5 s, in % of one core.
+machine_busy_pct() {
+  local a b
+  a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)
+  sleep 5
+  b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)
+  echo $(((b - a) * 100 / $(getconf CLK_TCK) / 5))
+}
+
+# Waits until the machine is quiet (other people's builds and tests share
+# it), at most --quiet-wait seconds.
+wait_quiet() {
+  local waited=0 busy
+  while true; do
+    busy=$(machine_busy_pct)
+    [ "$busy" -lt "$quiet_cpu" ] && return 0
+    if [ "$waited" -ge "$quiet_wait" ]; then
+      log "the machine is still busy (${busy}% of a core); running anyway"
+      echo "$system $scenario run $r: started while the machine was busy (${busy}% of a core)" >>"$out/disturbed.txt"
+      return 0
+    fi
+    [ "$waited" -gt 0 ] || log "waiting for a quiet machine (now ${busy}% of a core busy, want < ${quiet_cpu}%)"
+    sleep 25
+    waited=$((waited + 30))
+  done
+}
 
 # ---- the machine, before the run --------------------------------------------
 describe_machine() {
@@ -159,8 +194,9 @@ for r in $(seq 1 "$repeat"); do
       extra=()
       [ "$system" = kamailio ] && extra=(--shm-mb "$kamailio_shm_mb")
       "$current_script" start --run-dir "$current_run_dir" --bin-dir "$bin_dir" --auth none "${extra[@]}" >/dev/null
-      # A second to settle after start-up (JIT-free, but connections, timers).
+      # Settle after start-up, and let other people's work on this machine finish.
       sleep 1
+      wait_quiet
       "$here/ladder.sh" --server-env "$current_run_dir/server.env" --scenario "$scenario" \
         --transport "$transport" --rates "$rates" --seconds "$seconds" --out "$run_out" ||
         log "ladder failed for $system $scenario (continuing)"

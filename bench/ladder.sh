@@ -37,7 +37,10 @@
 #   successful call and per request), UDP receive drops of every socket bound
 #   to the SIP port (/proc/net/udp and udp6, delta), server RSS and PSS after
 #   the step, sipp's response times (median and 99th percentile over every
-#   request -> response, 1 ms resolution: sipp's clock), and sipp's own CPU.
+#   request -> response, 1 ms resolution: sipp's clock), sipp's own CPU, and
+#   what everything else on the machine used meanwhile (busy time of
+#   /proc/stat minus the server and sipp; the load average at the start):
+#   a step disturbed by other work shows there.
 #
 # A step is CLEAN when achieved >= 95 % of offered, no call failed and the
 # server's SIP sockets dropped no datagram. It COLLAPSED when achieved < 50 %
@@ -188,6 +191,12 @@ memory_mb() {
   awk -v r="$rss" -v s="$pss" 'BEGIN { printf "%.1f %.1f\n", r / 1024, s / 1024 }'
 }
 
+# Busy clock ticks of the whole machine (all CPUs) from /proc/stat: what
+# everything else used during a step is this minus the server and sipp.
+machine_busy_ticks() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
 all_alive() {
   local p
   for p in $pids; do [ -d "/proc/$p" ] || return 1; done
@@ -244,7 +253,7 @@ rtt_percentiles() {
 }
 
 # One attempt at a step: runs sipp at $rate for $calls calls and sets the
-# measurements (globals: work, sipp_exit, t0, t1, cpu0, cpu1, drops0, drops1,
+# measurements (globals: work, sipp_exit, t0, t1, cpu0, cpu1, busy0, busy1, load1, drops0, drops1,
 # sipp_cpu0, sipp_cpu1, rss_mb, pss_mb, alive, successful, failed, retrans,
 # elapsed, p50, p99).
 run_step() {
@@ -262,7 +271,13 @@ run_step() {
   # sipp wants open calls below its file limit (it warns otherwise).
   [ "$open_limit" -le "$max_open" ] || open_limit=$max_open
 
+  # sipp writes response times in batches of rtt_freq and drops the last
+  # partial batch: small batches for small steps, fewer writes for big ones.
+  local rtt_freq=10
+  [ "$rate" -lt 4000 ] || rtt_freq=100
   drops0=$(udp_drops)
+  load1=$(cut -d' ' -f1 /proc/loadavg)
+  busy0=$(machine_busy_ticks)
   cpu0=$(cpu_ticks)
   times >"$work/times0"
   t0=$(date +%s.%N)
@@ -275,7 +290,7 @@ run_step() {
     -r "$rate" -rp 1000 -m "$calls" -l "$open_limit" \
     -recv_timeout 10000 -timeout "$((seconds * 3 + hold_s + 30))s" -timeout_error \
     -buff_size 4194304 -max_recv_loops 10000 -max_sched_loops 10000 \
-    -trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 100 -trace_err \
+    -trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq "$rtt_freq" -trace_err \
     -nostdin "$target" >"$work/sipp.txt" 2>&1) &
   sipp_pid=$!
   wait "$sipp_pid"
@@ -283,6 +298,7 @@ run_step() {
   set -e
   t1=$(date +%s.%N)
   cpu1=$(cpu_ticks)
+  busy1=$(machine_busy_ticks)
   drops1=$(udp_drops)
   times >"$work/times1"
   sipp_cpu0=$(children_cpu "$work/times0")
@@ -309,12 +325,12 @@ run_step() {
   read -r p50 p99 < <(rtt_percentiles "${rtt_file:-/nonexistent}")
 }
 
-header="system,scenario,transport,auth,step,offered_rate,calls,step_seconds,elapsed_s,achieved_rate,successful,failed,retransmissions,server_cpu_pct,server_cpu_us_per_call,requests_per_call,server_cpu_us_per_request,udp_drops,rss_mb,pss_mb,rtt_p50_ms,rtt_p99_ms,sipp_cpu_pct,sipp_exit,clean,collapsed"
+header="system,scenario,transport,auth,step,offered_rate,calls,step_seconds,elapsed_s,achieved_rate,successful,failed,retransmissions,server_cpu_pct,server_cpu_us_per_call,requests_per_call,server_cpu_us_per_request,udp_drops,rss_mb,pss_mb,rtt_p50_ms,rtt_p99_ms,sipp_cpu_pct,other_cpu_pct,load1,sipp_exit,clean,collapsed"
 [ -f "$csv" ] || echo "$header" >"$csv"
 
 print_row_header() {
-  printf '%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %s\n' \
-    system scenario tp offered achieved failed retrans cpu% us/call us/req drops rssMB pssMB p50ms p99ms sipp% clean
+  printf '%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %6s %s\n' \
+    system scenario tp offered achieved failed retrans cpu% us/call us/req drops rssMB pssMB p50ms p99ms sipp% other% clean
 }
 
 log "ladder: $label $scenario over $transport ($auth) -> $target; rates: $rates; ${seconds}s per step; metering PIDs: ${pids:-none}"
@@ -342,7 +358,8 @@ for rate in $rates; do
     -v cpu0="$cpu0" -v cpu1="$cpu1" -v hz="$clk_tck" -v t0="$t0" -v t1="$t1" -v rpc="$requests_per_call" \
     -v drops=$((drops1 - drops0)) -v rss="$rss_mb" -v pss="$pss_mb" -v p50="${p50:-}" -v p99="${p99:-}" \
     -v s0="$sipp_cpu0" -v s1="$sipp_cpu1" -v rc="$sipp_exit" -v pids="$pids" -v alive="$alive" \
-    -v hold="$([ "$scenario" = watcher ] && echo "$hold_s" || echo 0)" 'BEGIN {
+    -v hold="$([ "$scenario" = watcher ] && echo "$hold_s" || echo 0)" \
+    -v busy0="$busy0" -v busy1="$busy1" -v load1="$load1" 'BEGIN {
       wall = t1 - t0; if (elapsed <= 0) elapsed = wall
       # A watcher call lasts hold_s: calls were started over elapsed - hold_s.
       busy = elapsed - hold; if (busy <= 0) busy = secs
@@ -353,16 +370,20 @@ for rate in $rates; do
       us_call = (metered && ok > 0) ? sprintf("%.1f", cpu_s * 1e6 / ok) : ""
       us_req = (metered && ok > 0) ? sprintf("%.1f", cpu_s * 1e6 / ok / rpc) : ""
       sipp_pct = sprintf("%.1f", 100 * (s1 - s0) / wall)
+      # Everything else on the machine (other processes, kernel softirqs
+      # not charged to a process): a disturbed step shows here.
+      other = 100 * (busy1 - busy0) / hz / wall - 100 * (s1 - s0) / wall - (metered ? 100 * cpu_s / wall : 0)
+      other_pct = sprintf("%.1f", other < 0 ? 0 : other)
       clean = (achieved >= 0.95 * rate && failed == 0 && drops == 0) ? "yes" : "no"
       collapsed = (achieved < 0.5 * rate || failed > 0.05 * calls || !alive) ? "yes" : "no"
-      printf "%s,%s,%s,%s,%d,%d,%d,%d,%.3f,%.1f,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s\n",
+      printf "%s,%s,%s,%s,%d,%d,%d,%d,%.3f,%.1f,%d,%d,%d,%s,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s\n",
         label, sc, tp, auth, step, rate, calls, secs, elapsed, achieved, ok, failed, retrans,
         cpu_pct, us_call, rpc, us_req, metered ? drops : "", metered ? rss : "", metered ? pss : "", p50, p99,
-        sipp_pct, rc, clean, collapsed }')
+        sipp_pct, other_pct, load1, rc, clean, collapsed }')
   echo "$row" >>"$csv"
   echo "$row" | awk -F',' '{
-    printf "%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %s\n",
-      $1, $2, $3, $6, $10, $12, $13, $14, $15, $17, $18, $19, $20, $21, $22, $23, ($25 == "yes" ? "clean" : ($26 == "yes" ? "COLLAPSED" : "-")) }'
+    printf "%-14s %-16s %-4s %8s %9s %8s %8s %7s %7s %9s %8s %7s %6s %6s %6s %6s %6s %s\n",
+      $1, $2, $3, $6, $10, $12, $13, $14, $15, $17, $18, $19, $20, $21, $22, $23, $24, ($27 == "yes" ? "clean" : ($28 == "yes" ? "COLLAPSED" : "-")) }'
 
   # Keep the small raw files: sipp's final screen, the statistics, the first errors.
   raw="$out/raw/${label}-${scenario}-${transport}-${auth}-step${step}-${rate}"
@@ -376,7 +397,7 @@ for rate in $rates; do
   fi
   rm -rf "$work"
 
-  if [ "$(echo "$row" | awk -F',' '{print $26}')" = yes ] && [ "$keep_going" -eq 0 ]; then
+  if [ "$(echo "$row" | awk -F',' '{print $NF}')" = yes ] && [ "$keep_going" -eq 0 ]; then
     log "step at $rate/s collapsed; stopping the ladder"
     break
   fi

@@ -74,6 +74,7 @@ def ladder_metrics(rows, compare_rates):
         "rss_mb": num(rows[-1]["rss_mb"]) if rows else None,
         "pss_mb": num(rows[-1]["pss_mb"]) if rows else None,
         "steps": len(rows),
+        "other_cpu": median([num(r.get("other_cpu_pct")) for r in rows]),
         "last_rate": num(rows[-1]["offered_rate"]) if rows else None,
     }
     for rate in compare_rates:
@@ -129,7 +130,9 @@ def main():
         "rate is the highest step that was clean with every step below it clean too. "
         "CPU is the server's (every metered process), in % of one core or µs per successful "
         "call / per client request; `—`: that step was not run (the ladder stopped earlier). "
-        "Response times are sipp's, in whole milliseconds (`<1`: under 1 ms).",
+        "Response times are sipp's, in whole milliseconds (`<1`: under 1 ms). "
+        "*Others' CPU*: what the rest of the machine used during the steps (median, % of one "
+        "core; sipp and the server excluded): well above 0, the figures were disturbed.",
         "",
     ]
     cmp_head = []
@@ -138,7 +141,8 @@ def main():
                      f"µs/req @{rate // 1000}k" if rate % 1000 == 0 else f"µs/req @{rate}"]
     head = (["scenario", "system", "highest clean /s", "CPU % at it", "median resp. ms at it",
              "p99 ms at it"] + cmp_head +
-            ["max achieved /s", "UDP drops (ladder)", "failed calls (ladder)", "RSS MB", "PSS MB"])
+            ["max achieved /s", "UDP drops (ladder)", "failed calls (ladder)", "RSS MB", "PSS MB",
+             "others' CPU %"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     csv_rows = []
@@ -151,7 +155,7 @@ def main():
                 for rate in compare_rates:
                     cells += [fmt(med(key, f"us_call_{rate}"), 1), fmt(med(key, f"us_req_{rate}"), 1)]
                 cells += [fmt(med(key, "max_achieved")), fmt(med(key, "drops")), fmt(med(key, "failed")),
-                          fmt(med(key, "rss_mb")), fmt(med(key, "pss_mb"))]
+                          fmt(med(key, "rss_mb")), fmt(med(key, "pss_mb")), fmt(med(key, "other_cpu"), 0)]
                 lines.append("| " + " | ".join(cells) + " |")
                 csv_rows.append([scenario, system, key[2], key[3]] + [
                     "" if v is None else v for v in
@@ -160,7 +164,11 @@ def main():
                     [med(key, f"us_call_{r}") for r in compare_rates] +
                     [med(key, f"us_req_{r}") for r in compare_rates] +
                     [med(key, "max_achieved"), med(key, "drops"), med(key, "failed"),
-                     med(key, "rss_mb"), med(key, "pss_mb")]])
+                     med(key, "rss_mb"), med(key, "pss_mb"), med(key, "other_cpu")]])
+    disturbed = os.path.join(args.results, "disturbed.txt")
+    if os.path.exists(disturbed):
+        lines += ["", "Started on a busy machine (after waiting the longest allowed):", ""]
+        lines += [f"* {l.strip()}" for l in open(disturbed) if l.strip()]
     lines += ["", "Per-step figures: `run*/ladder.csv` (one line per step); sipp's final screen and "
               "statistics of each step: `run*/raw/`.", ""]
     with open(os.path.join(args.results, "summary.md"), "w") as f:
@@ -171,7 +179,8 @@ def main():
                          "cpu_pct_at_clean", "rtt_p50_ms_at_clean", "rtt_p99_ms_at_clean"] +
                         [f"us_per_call_at_{r}" for r in compare_rates] +
                         [f"us_per_request_at_{r}" for r in compare_rates] +
-                        ["max_achieved_rate", "udp_drops", "failed_calls", "rss_mb", "pss_mb"])
+                        ["max_achieved_rate", "udp_drops", "failed_calls", "rss_mb", "pss_mb",
+                         "other_cpu_pct"])
         writer.writerows(csv_rows)
     print("\n".join(lines))
 
