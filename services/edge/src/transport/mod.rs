@@ -230,8 +230,17 @@ fn socket_for(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2:
     Ok(socket)
 }
 
+/// Receive buffer asked for each UDP socket. The kernel's default (about
+/// 200 KB, a few hundred datagrams) overflows when a burst arrives while the
+/// reader waits for a worker thread; the kernel caps the request at
+/// `net.core.rmem_max` (raise it to get the whole buffer).
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = socket_for(addr, socket2::Type::DGRAM)?;
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(%addr, error = %e, "could not enlarge the UDP receive buffer");
+    }
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
@@ -311,7 +320,9 @@ struct Advert {
 
 /// Sending side of the transports.
 pub struct Transports {
-    udp: Vec<Arc<UdpSocket>>,
+    /// UDP sockets with their address family (`true`: IPv6), known once
+    /// rather than asked of the kernel on every send.
+    udp: Vec<(bool, Arc<UdpSocket>)>,
     connections: Mutex<HashMap<(Protocol, SocketAddr), Connection>>,
     open_connections: AtomicUsize,
     next_connection: AtomicU64,
@@ -357,7 +368,11 @@ impl Transports {
         }
         let fallback = advert(config.advertised_host.as_deref(), Protocol::Udp, None)?;
         Ok(Transports {
-            udp: bound.udp.clone(),
+            udp: bound
+                .udp
+                .iter()
+                .filter_map(|s| Some((s.local_addr().ok()?.is_ipv6(), s.clone())))
+                .collect(),
             fallback,
             connections: Mutex::new(HashMap::new()),
             open_connections: AtomicUsize::new(0),
@@ -438,14 +453,10 @@ impl Transports {
         bytes: Bytes,
     ) -> Result<(), SendError> {
         if protocol == Protocol::Udp {
-            let socket = self
+            let (_, socket) = self
                 .udp
                 .iter()
-                .find(|s| {
-                    s.local_addr()
-                        .map(|l| l.is_ipv4() == remote.is_ipv4())
-                        .unwrap_or(false)
-                })
+                .find(|(v6, _)| *v6 == remote.is_ipv6())
                 .or_else(|| self.udp.first())
                 .ok_or(SendError::NoTransport(protocol))?;
             socket.send_to(&bytes, remote).await?;
