@@ -158,7 +158,12 @@ pub struct DialogCheck {
     /// Sequence numbers never shown because a later one came first (coalescing).
     pub skipped: u64,
     violations: Vec<Violation>,
+    /// What the first few violations looked like, for reports.
+    details: Vec<(Violation, String)>,
 }
+
+/// How many violations of one dialog are described in detail.
+const DETAILS: usize = 3;
 
 impl DialogCheck {
     /// The checks of a new dialog.
@@ -171,7 +176,18 @@ impl DialogCheck {
         match &self.remote_tag {
             None => self.remote_tag = Some(tag.to_owned()),
             Some(known) if known == tag => {}
-            Some(_) => self.violations.push(Violation::WrongRemoteTag),
+            Some(known) => {
+                let detail = format!("2xx To tag {tag:?}, first NOTIFY's From tag {known:?}");
+                self.flag(Violation::WrongRemoteTag, detail);
+            }
+        }
+    }
+
+    fn flag(&mut self, violation: Violation, detail: String) {
+        self.violations.push(violation);
+        if self.details.len() < DETAILS {
+            self.details
+                .push((violation, format!("{violation} ({detail})")));
         }
     }
 
@@ -195,9 +211,18 @@ impl DialogCheck {
     /// Checks one NOTIFY and records any violation.
     pub fn observe(&mut self, notify: &Observed<'_>) -> Verdict {
         self.received += 1;
+        let before = (self.max_cseq, self.max_seq);
         match self.classify(notify) {
             Verdict::Violating(v) => {
-                self.violations.push(v);
+                let detail = format!(
+                    "NOTIFY CSeq {} seq {:?}{} after highest CSeq {:?} seq {:?}",
+                    notify.cseq,
+                    notify.seq,
+                    if notify.terminated { " terminated" } else { "" },
+                    before.0,
+                    before.1
+                );
+                self.flag(v, detail);
                 Verdict::Violating(v)
             }
             verdict => verdict,
@@ -228,7 +253,8 @@ impl DialogCheck {
         if notify.terminated {
             self.terminated = true;
             if !self.unsubscribed {
-                self.violations.push(Violation::TerminatedEarly);
+                let detail = format!("NOTIFY CSeq {} before our unsubscription", notify.cseq);
+                self.flag(Violation::TerminatedEarly, detail);
             }
         }
         if backwards {
@@ -275,7 +301,14 @@ impl DialogCheck {
     pub fn expect_final(&mut self, expected: RangeInclusive<u64>) -> bool {
         let ok = self.current.is_some_and(|seq| expected.contains(&seq));
         if !ok {
-            self.violations.push(Violation::StaleFinalState);
+            let detail = format!(
+                "shows seq {:?}, expected {}..={} (highest seq seen {:?})",
+                self.current,
+                expected.start(),
+                expected.end(),
+                self.max_seq
+            );
+            self.flag(Violation::StaleFinalState, detail);
         }
         self.expected_final = Some(expected);
         ok
@@ -290,12 +323,13 @@ impl DialogCheck {
     /// not be reduced to an [`Observed`]).
     pub fn record(&mut self, violation: Violation) {
         self.received += 1;
-        self.violations.push(violation);
+        self.flag(violation, "a NOTIFY that could not be read".to_owned());
     }
 
     /// The unsubscription got no terminating NOTIFY in time.
     pub fn missing_final_notify(&mut self) {
-        self.violations.push(Violation::NoFinalNotify);
+        let detail = format!("{} NOTIFYs before", self.received);
+        self.flag(Violation::NoFinalNotify, detail);
     }
 
     /// The sequence number of the state the dialog currently shows.
@@ -311,6 +345,11 @@ impl DialogCheck {
     /// Every violation recorded, in order.
     pub fn violations(&self) -> &[Violation] {
         &self.violations
+    }
+
+    /// Descriptions of the first few violations.
+    pub fn details(&self) -> impl Iterator<Item = &str> {
+        self.details.iter().map(|(_, d)| d.as_str())
     }
 }
 
@@ -331,12 +370,14 @@ pub struct CheckSummary {
     pub skipped: u64,
     /// Violations by kind.
     pub violations: BTreeMap<Violation, u64>,
-    /// A few violations with their dialog, to start investigating from.
+    /// A few violations of each kind with their dialog, to start investigating from.
     pub examples: Vec<String>,
+    #[serde(skip)]
+    example_kinds: BTreeMap<Violation, usize>,
 }
 
-/// How many example violations a summary keeps.
-const EXAMPLES: usize = 10;
+/// How many example violations of each kind a summary keeps.
+const EXAMPLES_PER_KIND: usize = 3;
 
 impl CheckSummary {
     /// Adds one dialog's checks, `name` identifying it in examples.
@@ -348,8 +389,12 @@ impl CheckSummary {
         self.skipped += check.skipped;
         for v in &check.violations {
             *self.violations.entry(*v).or_default() += 1;
-            if self.examples.len() < EXAMPLES {
-                self.examples.push(format!("{v} in dialog {name}"));
+        }
+        for (kind, detail) in &check.details {
+            let shown = self.example_kinds.entry(*kind).or_default();
+            if *shown < EXAMPLES_PER_KIND {
+                *shown += 1;
+                self.examples.push(format!("{detail} in dialog {name}"));
             }
         }
     }
@@ -557,7 +602,10 @@ mod tests {
         assert_eq!(summary.retransmissions, 1);
         assert_eq!(summary.total(), 4);
         assert_eq!(summary.violations[&Violation::Duplicate], 1);
-        assert_eq!(summary.examples[0], "duplicate in dialog b");
+        assert_eq!(
+            summary.examples[0],
+            "duplicate (NOTIFY CSeq 2 seq Some(0) after highest CSeq Some(1) seq Some(0)) in dialog b"
+        );
         let empty = CheckSummary::default().finish();
         assert!(empty.passed);
     }

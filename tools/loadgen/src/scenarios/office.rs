@@ -10,9 +10,12 @@
 //!
 //! Setup (registrations, initial publications, subscriptions, at most
 //! `max_inflight` transactions at once) is not part of the measured phase,
-//! which then lasts `duration`. The end is the same as fan-out's: settle on
-//! every presentity's last state, unsubscribe, check; then every user
-//! removes its publication and registration.
+//! which then lasts `duration`; changes are only published in it. The end is
+//! the same as fan-out's: settle on every presentity's last state,
+//! unsubscribe, check; then every user removes its publication and
+//! registration. Registrations and publications are refreshed all along,
+//! from each user's setup to its removal, so a slow setup or teardown never
+//! lets them expire; subscriptions are refreshed until the teardown.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{bounded, succeeded, Bed, Common, ScenarioError};
@@ -61,6 +65,9 @@ struct Published {
 
 struct Ctx {
     bed: Bed,
+    /// Held (shared) by each subscription refresh in flight and taken (exclusive) before
+    /// unsubscribing, so no refresh crosses its dialog's unsubscription.
+    refreshes: tokio::sync::RwLock<()>,
     agents: Vec<Arc<Agent>>,
     published: Vec<Mutex<Published>>,
     config: Office,
@@ -102,14 +109,24 @@ impl Ctx {
     }
 }
 
-/// One user's state between setup and the measured phase.
+/// Where the run is; every user follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Users are setting up; they refresh what they have.
+    Setup,
+    /// The measured phase: changes are published until `end`.
+    Load { start: Instant, end: Instant },
+    /// Unsubscribing: registrations and publications are still refreshed.
+    Teardown,
+    /// Every user stops and hands its state back for the removals.
+    Stop,
+}
+
+/// One user's state, from its setup to its removals.
 struct Life {
     registration: Registration,
-    registered_at: Instant,
     publication: Publication,
-    published_at: Instant,
     seq: u64,
-    subscribed_at: Instant,
     dialogs: Vec<String>,
 }
 
@@ -146,6 +163,7 @@ pub async fn run(config: &Office, users: Vec<User>, clock: Clock) -> Result<Repo
     let dialogs: usize = buddy_lists.iter().map(Vec::len).sum();
     let ctx = Arc::new(Ctx {
         bed,
+        refreshes: tokio::sync::RwLock::new(()),
         published: (0..users.len())
             .map(|_| Mutex::new(Published::default()))
             .collect(),
@@ -158,19 +176,26 @@ pub async fn run(config: &Office, users: Vec<User>, clock: Clock) -> Result<Repo
         users.len()
     );
     let setup_start = Instant::now();
-    let mut setups = Vec::with_capacity(users.len());
+    let (phase, phases) = watch::channel(Phase::Setup);
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let users = Arc::new(users);
+    let mut tasks = Vec::with_capacity(users.len());
     for (i, buddies) in buddy_lists.into_iter().enumerate() {
         let ctx = ctx.clone();
         let users = users.clone();
-        setups.push(tokio::spawn(async move {
-            set_up(&ctx, i, &buddies, &users).await
+        let phases = phases.clone();
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let life = set_up(&ctx, i, &buddies, &users).await;
+            // The receiver lives until every user reported; a closed one needs no report.
+            let _ = ready.send(());
+            live(&ctx, i, life, phases).await
         }));
     }
-    let mut lives = Vec::with_capacity(setups.len());
-    for task in setups {
-        match task.await {
-            Ok(life) => lives.push(life),
-            Err(e) => return Err(ScenarioError::Setup(format!("a user's setup failed: {e}"))),
+    drop(ready_tx);
+    for _ in 0..users.len() {
+        if ready.recv().await.is_none() {
+            return Err(ScenarioError::Setup("a user's setup failed".into()));
         }
     }
     let setup = setup_start.elapsed();
@@ -182,20 +207,13 @@ pub async fn run(config: &Office, users: Vec<User>, clock: Clock) -> Result<Repo
 
     let load_start = Instant::now();
     let end = load_start + config.duration;
-    let mut days = Vec::with_capacity(lives.len());
-    for (i, life) in lives.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        days.push(tokio::spawn(async move {
-            work(&ctx, i, life, load_start, end).await
-        }));
-    }
-    let mut lives = Vec::with_capacity(days.len());
-    for task in days {
-        match task.await {
-            Ok(life) => lives.push(life),
-            Err(e) => return Err(ScenarioError::Setup(format!("a user's day failed: {e}"))),
-        }
-    }
+    // The receivers live in the user tasks, which only end after Phase::Stop.
+    let _ = phase.send(Phase::Load {
+        start: load_start,
+        end,
+    });
+    tokio::time::sleep_until(end).await;
+    let _ = phase.send(Phase::Teardown);
     let load = load_start.elapsed();
     eprintln!("  measured phase over after {:.2} s", load.as_secs_f64());
 
@@ -205,7 +223,16 @@ pub async fn run(config: &Office, users: Vec<User>, clock: Clock) -> Result<Repo
         let p = ctx.published(*index.get(presentity)?);
         Some(p.confirmed?..=p.attempted)
     };
+    drop(ctx.refreshes.write().await);
     ctx.bed.finish(&ctx.agents, expected).await;
+    let _ = phase.send(Phase::Stop);
+    let mut lives = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(life) => lives.push(life),
+            Err(e) => return Err(ScenarioError::Setup(format!("a user's task failed: {e}"))),
+        }
+    }
     let jobs = lives.into_iter().enumerate().map(|(i, mut life)| {
         let agent = ctx.agents[i].clone();
         async move {
@@ -247,13 +274,11 @@ async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life 
             .register(&mut registration, ctx.config.register_expires)
             .await;
     }
-    let registered_at = Instant::now();
     let mut publication = agent.publication();
     {
         let _permit = bed.inflight.acquire().await;
         ctx.publish_seq(i, &mut publication, 0).await;
     }
-    let published_at = Instant::now();
     let mut dialogs = Vec::with_capacity(buddies.len());
     for &buddy in buddies {
         let Ok(mut subscription) = agent.subscription(&users[buddy], i) else {
@@ -272,11 +297,8 @@ async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life 
     }
     Life {
         registration,
-        registered_at,
         publication,
-        published_at,
         seq: 0,
-        subscribed_at: Instant::now(),
         dialogs,
     }
 }
@@ -286,63 +308,108 @@ fn scaled(rng: &mut StdRng, d: Duration, low: f64, high: f64) -> Duration {
     d.mul_f64(rng.random_range(low..high))
 }
 
-/// A user's measured phase: refreshes and changes until `end`.
-async fn work(ctx: &Ctx, i: usize, mut life: Life, start: Instant, end: Instant) -> Life {
+/// What a user does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Register,
+    RefreshPublication,
+    Change,
+    RefreshSubscriptions,
+}
+
+/// A user after its setup: refreshes (and, in the measured phase, changes) until
+/// told to stop.
+async fn live(ctx: &Ctx, i: usize, mut life: Life, mut phases: watch::Receiver<Phase>) -> Life {
     let agent = ctx.agents[i].clone();
     let config = &ctx.config;
+    let expires = ctx.bed.common.subscribe_expires;
     let mut rng = StdRng::seed_from_u64(config.seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
     let register_every = Duration::from_secs(u64::from(config.register_expires)) / 2;
     let publish_every = Duration::from_secs(u64::from(config.publish_expires)) / 2;
-    let subscribe_every = Duration::from_secs(u64::from(ctx.bed.common.subscribe_expires)) / 2;
-    // First refreshes spread between 30 % and 50 % of the interval, so they do not all
-    // come at once; later ones at half the interval.
-    let register_first = Duration::from_secs(u64::from(config.register_expires));
-    let mut next_register = life.registered_at + scaled(&mut rng, register_first, 0.3, 0.5);
-    let mut next_refresh = life.published_at + publish_every;
-    let mut next_change = start + scaled(&mut rng, config.publish_interval, 0.0, 1.0);
-    let mut next_subscribe = life.subscribed_at + subscribe_every;
+    let subscribe_every = Duration::from_secs(u64::from(expires)) / 2;
+    let now = Instant::now();
+    // First refreshes spread between 30 % and 50 % of the lifetime, so they do not all
+    // come at once; later ones at half of it.
+    let mut next_register = now + scaled(&mut rng, register_every * 2, 0.3, 0.5);
+    let mut next_refresh = now + scaled(&mut rng, publish_every * 2, 0.3, 0.5);
+    let mut next_subscribe = now + scaled(&mut rng, subscribe_every * 2, 0.3, 0.5);
+    let mut next_change: Option<Instant> = None;
     loop {
-        let due = next_register
-            .min(next_refresh)
-            .min(next_change)
-            .min(next_subscribe);
-        if due >= end {
+        let phase = *phases.borrow_and_update();
+        if phase == Phase::Stop {
             break;
         }
-        tokio::time::sleep_until(due).await;
-        if due == next_register {
-            let _ = agent
-                .register(&mut life.registration, config.register_expires)
-                .await;
-            next_register = Instant::now() + register_every;
-        } else if due == next_change {
-            life.seq += 1;
-            ctx.publish_seq(i, &mut life.publication, life.seq).await;
-            next_refresh = Instant::now() + publish_every;
-            next_change = Instant::now() + scaled(&mut rng, config.publish_interval, 0.5, 1.5);
-        } else if due == next_refresh {
-            if life.publication.etag.is_some() {
-                let _ = agent
-                    .publish(&mut life.publication, None, config.publish_expires)
-                    .await;
+        if let Phase::Load { start, .. } = phase {
+            next_change
+                .get_or_insert_with(|| start + scaled(&mut rng, config.publish_interval, 0.0, 1.0));
+        }
+        let mut due = vec![
+            (next_register, Action::Register),
+            (next_refresh, Action::RefreshPublication),
+        ];
+        if matches!(phase, Phase::Setup | Phase::Load { .. }) {
+            due.push((next_subscribe, Action::RefreshSubscriptions));
+        }
+        if let (Phase::Load { end, .. }, Some(at)) = (phase, next_change) {
+            if at < end {
+                due.push((at, Action::Change));
             }
-            if life.publication.etag.is_none() {
-                // No publication in force (412, or the last attempt failed): publish in full.
+        }
+        let Some(&(at, action)) = due.iter().min_by_key(|(at, _)| *at) else {
+            break;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(at) => {}
+            changed = phases.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+        }
+        match action {
+            Action::Register => {
+                let _ = agent
+                    .register(&mut life.registration, config.register_expires)
+                    .await;
+                next_register = Instant::now() + register_every;
+            }
+            Action::Change => {
                 life.seq += 1;
                 ctx.publish_seq(i, &mut life.publication, life.seq).await;
+                next_refresh = Instant::now() + publish_every;
+                next_change =
+                    Some(Instant::now() + scaled(&mut rng, config.publish_interval, 0.5, 1.5));
             }
-            next_refresh = Instant::now() + publish_every;
-        } else {
-            for call_id in &life.dialogs {
-                let request = ctx.bed.table.with(call_id, |s| {
-                    s.accepted
-                        .then(|| agent.subscribe_request(s, ctx.bed.common.subscribe_expires))
-                });
-                if let Some(Some(request)) = request {
-                    let _ = agent.send(&request).await;
+            Action::RefreshPublication => {
+                if life.publication.etag.is_some() {
+                    let _ = agent
+                        .publish(&mut life.publication, None, config.publish_expires)
+                        .await;
                 }
+                if life.publication.etag.is_none() {
+                    // No publication in force (412, or the last attempt failed): publish
+                    // the next state in full.
+                    life.seq += 1;
+                    ctx.publish_seq(i, &mut life.publication, life.seq).await;
+                }
+                next_refresh = Instant::now() + publish_every;
             }
-            next_subscribe = Instant::now() + subscribe_every;
+            Action::RefreshSubscriptions => {
+                for call_id in &life.dialogs {
+                    let _gate = ctx.refreshes.read().await;
+                    if !matches!(*phases.borrow(), Phase::Setup | Phase::Load { .. }) {
+                        break;
+                    }
+                    let request = ctx.bed.table.with(call_id, |s| {
+                        s.accepted.then(|| agent.subscribe_request(s, expires))
+                    });
+                    if let Some(Some(request)) = request {
+                        let _ = agent.send(&request).await;
+                    }
+                }
+                next_subscribe = Instant::now() + subscribe_every;
+            }
         }
     }
     life
