@@ -62,6 +62,14 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
     }
 }
 
+/// The connections a gRPC server accepts on `listener`, with Nagle's
+/// algorithm off: a reply written in several frames (headers, message,
+/// trailers) must not wait for the peer's delayed ACK (tens of
+/// milliseconds on loopback).
+pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// gRPC server reflection for the cluster's services.
 pub fn reflection_service() -> anyhow::Result<
     tonic_reflection::server::v1::ServerReflectionServer<

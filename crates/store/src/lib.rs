@@ -193,6 +193,26 @@ pub trait Backend: Send + Sync + 'static {
         announce: Option<ChannelMessage>,
     ) -> Result<Option<u64>, StoreError>;
 
+    /// [`Backend::cas_record`] that also adds or moves `member` in a
+    /// schedule to `due` (see [`Backend::schedule`]). The schedule entry is
+    /// written before the record or atomically with it, never after, so no
+    /// record is ever stored unscheduled; a lost race may leave it
+    /// scheduled early, which its sweeper treats as nothing due. Backends
+    /// that can do both in one step (one Redis round trip) override this.
+    async fn cas_record_scheduled(
+        &self,
+        key: &Key,
+        expected_rev: u64,
+        value: Option<Bytes>,
+        ttl_ms: Option<u64>,
+        announce: Option<ChannelMessage>,
+        schedule: (Schedule, &str, UnixMillis),
+    ) -> Result<Option<u64>, StoreError> {
+        self.schedule(schedule.0, schedule.1, schedule.2).await?;
+        self.cas_record(key, expected_rev, value, ttl_ms, announce)
+            .await
+    }
+
     /// Sets one field of an entity's map.
     async fn map_put(&self, key: &Key, field: &str, value: Bytes) -> Result<(), StoreError>;
 

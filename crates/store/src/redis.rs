@@ -250,11 +250,14 @@ fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {
 
 /// Compare-and-swap of one record, with its announcement.
 ///
-/// KEYS[1] record hash, KEYS[2] channel (only when announcing).
+/// KEYS[1] record hash, KEYS[2] channel (only when announcing), and last
+/// the schedule sorted set (only when scheduling, on a single server).
 /// ARGV[1] expected revision, ARGV[2] new revision, ARGV[3] `s` (set) or
 /// `d` (delete), ARGV[4] value, ARGV[5] TTL in ms or empty, ARGV[6] payload,
 /// ARGV[7] the publish command (`PUBLISH`, or `SPUBLISH` on a cluster, where
-/// the channel must then hash to the record's slot).
+/// the channel must then hash to the record's slot; empty when not
+/// announcing), ARGV[8] `z` to
+/// schedule ARGV[10] at ARGV[9] in the last key, with the swap.
 /// Revisions are compared as decimal strings, so no precision is lost.
 const CAS_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'rev')
@@ -270,8 +273,11 @@ if ARGV[3] == 's' then
 else
   redis.call('DEL', KEYS[1])
 end
-if KEYS[2] then
+if ARGV[7] ~= '' then
   redis.call(ARGV[7], KEYS[2], ARGV[6])
+end
+if ARGV[8] == 'z' then
+  redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[10])
 end
 return 1
 ";
@@ -303,6 +309,58 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(50);
 
 impl RedisBackend {
+    /// The swap script ([`CAS_SCRIPT`]), scheduling with it when asked.
+    async fn swap(
+        &self,
+        key: &Key,
+        expected_rev: u64,
+        value: Option<Bytes>,
+        ttl_ms: Option<u64>,
+        announce: Option<ChannelMessage>,
+        schedule: Option<(Schedule, &str, UnixMillis)>,
+    ) -> Result<Option<u64>, StoreError> {
+        let new_rev = next_revision(key, expected_rev)?;
+        let mut invocation = self.inner.cas_script.prepare_invoke();
+        invocation.key(record_key(key));
+        if let Some(message) = &announce {
+            invocation.key(channel_name(&message.entity));
+        }
+        if let Some((which, _, _)) = schedule {
+            invocation.key(schedule_key(which));
+        }
+        invocation
+            .arg(expected_rev.to_string())
+            .arg(new_rev.to_string());
+        match &value {
+            Some(value) => invocation.arg("s").arg(value.as_ref()),
+            None => invocation.arg("d").arg(""),
+        };
+        match ttl_ms {
+            Some(ttl) => invocation.arg(ttl.min(MAX_TTL_MS).to_string()),
+            None => invocation.arg(""),
+        };
+        match &announce {
+            Some(message) => invocation
+                .arg(message.payload.as_ref())
+                .arg(self.inner.deployment.publish_command()),
+            None => invocation.arg("").arg(""),
+        };
+        match schedule {
+            Some((_, member, due)) => invocation.arg("z").arg(due).arg(member),
+            None => invocation.arg(""),
+        };
+        let mut conn = self.inner.commands.clone();
+        let reply: Value = with_timeout(
+            self.inner.config.command_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        match reply {
+            Value::Nil => Ok(None),
+            Value::Int(1) => Ok(Some(new_rev)),
+            other => Err(protocol_error("the swap script", &other)),
+        }
+    }
     /// Connects to the Redis server at `url` with default settings.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::connect_with(RedisConfig::new(url)).await
@@ -682,39 +740,31 @@ impl Backend for RedisBackend {
         ttl_ms: Option<u64>,
         announce: Option<ChannelMessage>,
     ) -> Result<Option<u64>, StoreError> {
-        let new_rev = next_revision(key, expected_rev)?;
-        let mut invocation = self.inner.cas_script.prepare_invoke();
-        invocation.key(record_key(key));
-        if let Some(message) = &announce {
-            invocation.key(channel_name(&message.entity));
+        self.swap(key, expected_rev, value, ttl_ms, announce, None)
+            .await
+    }
+
+    /// On a single server the schedule entry is written by the swap
+    /// script itself: one round trip, and atomic with the record. A Redis
+    /// Cluster keeps each schedule in one slot, generally not the record's,
+    /// so there it is written first, as the default does.
+    async fn cas_record_scheduled(
+        &self,
+        key: &Key,
+        expected_rev: u64,
+        value: Option<Bytes>,
+        ttl_ms: Option<u64>,
+        announce: Option<ChannelMessage>,
+        schedule: (Schedule, &str, UnixMillis),
+    ) -> Result<Option<u64>, StoreError> {
+        if let Deployment::Cluster { .. } = *self.inner.deployment {
+            self.schedule(schedule.0, schedule.1, schedule.2).await?;
+            return self
+                .swap(key, expected_rev, value, ttl_ms, announce, None)
+                .await;
         }
-        invocation
-            .arg(expected_rev.to_string())
-            .arg(new_rev.to_string());
-        match &value {
-            Some(value) => invocation.arg("s").arg(value.as_ref()),
-            None => invocation.arg("d").arg(""),
-        };
-        match ttl_ms {
-            Some(ttl) => invocation.arg(ttl.min(MAX_TTL_MS).to_string()),
-            None => invocation.arg(""),
-        };
-        match &announce {
-            Some(message) => invocation.arg(message.payload.as_ref()),
-            None => invocation.arg(""),
-        };
-        invocation.arg(self.inner.deployment.publish_command());
-        let mut conn = self.inner.commands.clone();
-        let reply: Value = with_timeout(
-            self.inner.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
-        match reply {
-            Value::Nil => Ok(None),
-            Value::Int(1) => Ok(Some(new_rev)),
-            other => Err(protocol_error("the swap script", &other)),
-        }
+        self.swap(key, expected_rev, value, ttl_ms, announce, Some(schedule))
+            .await
     }
 
     async fn map_put(&self, key: &Key, field: &str, value: Bytes) -> Result<(), StoreError> {

@@ -665,6 +665,72 @@ async fn ping_answers(backend: DynBackend) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn scheduled_swap_writes_schedule_and_record(backend: DynBackend) -> anyhow::Result<()> {
+    let (control, mut feed) = backend.open_feed().await?;
+    control.watch("erin@example.com").await?;
+    let key = presentity("erin@example.com");
+    let schedule = Schedule::Publications;
+    let written = backend
+        .cas_record_scheduled(
+            &key,
+            0,
+            Some(Bytes::from_static(b"v1")),
+            None,
+            Some(message("erin@example.com", "one")),
+            (schedule, "erin@example.com", 5_000),
+        )
+        .await?;
+    assert_eq!(written, Some(1));
+    assert_eq!(
+        backend.get_record(&key).await?.map(|r| (r.rev, r.value)),
+        Some((1, Bytes::from_static(b"v1")))
+    );
+    assert_eq!(
+        backend.due(schedule, 10_000, 10).await?,
+        vec![("erin@example.com".to_owned(), 5_000)]
+    );
+    assert_eq!(
+        next_message(&mut feed).await?,
+        message("erin@example.com", "one")
+    );
+    // A second write moves the entry; without an announcement none is heard.
+    backend
+        .cas_record_scheduled(
+            &key,
+            1,
+            Some(Bytes::from_static(b"v2")),
+            None,
+            None,
+            (schedule, "erin@example.com", 7_000),
+        )
+        .await?;
+    assert_eq!(
+        backend.due(schedule, 10_000, 10).await?,
+        vec![("erin@example.com".to_owned(), 7_000)]
+    );
+    expect_silence(&mut feed).await?;
+    // A lost race writes nothing and announces nothing (its caller re-reads
+    // and schedules again from what it writes then).
+    let conflict = backend
+        .cas_record_scheduled(
+            &key,
+            1,
+            Some(Bytes::from_static(b"stale")),
+            None,
+            Some(message("erin@example.com", "must-not-arrive")),
+            (schedule, "erin@example.com", 9_000),
+        )
+        .await?;
+    assert_eq!(conflict, None);
+    assert_eq!(
+        backend.get_record(&key).await?.map(|r| r.value),
+        Some(Bytes::from_static(b"v2"))
+    );
+    assert_eq!(backend.due(schedule, 10_000, 10).await?.len(), 1);
+    expect_silence(&mut feed).await?;
+    Ok(())
+}
+
 /// Runs every behaviour against a fresh store of each backend.
 macro_rules! conformance {
     ($($behaviour:ident),* $(,)?) => {
@@ -724,5 +790,6 @@ conformance!(
     concurrent_swaps_have_one_winner,
     schedules_order_limit_and_move,
     schedules_hold_realistic_times,
+    scheduled_swap_writes_schedule_and_record,
     ping_answers,
 );

@@ -401,25 +401,33 @@ impl Compositor {
         };
         let earliest = record.publications.iter().map(|p| p.expires_at_ms).min();
         let latest = record.publications.iter().map(|p| p.expires_at_ms).max();
-        if let Some(due) = earliest {
-            self.backend
-                .schedule(Schedule::Publications, presentity, due)
-                .await?;
-        }
         let ttl = latest.map_or(EMPTY_RECORD_TTL_MS, |l| {
             l.saturating_sub(now_ms) + EMPTY_RECORD_TTL_MS
         });
         let value = serde_json::to_vec(&record).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let done = self
-            .backend
-            .cas_record(
-                &Self::key(presentity),
-                rev,
-                Some(Bytes::from(value)),
-                Some(ttl),
-                announce,
-            )
-            .await?;
+        let key = Self::key(presentity);
+        let value = Some(Bytes::from(value));
+        // The earliest expiry is scheduled with the write (one round trip
+        // on a single Redis server), never after it.
+        let done = match earliest {
+            Some(due) => {
+                self.backend
+                    .cas_record_scheduled(
+                        &key,
+                        rev,
+                        value,
+                        Some(ttl),
+                        announce,
+                        (Schedule::Publications, presentity, due),
+                    )
+                    .await?
+            }
+            None => {
+                self.backend
+                    .cas_record(&key, rev, value, Some(ttl), announce)
+                    .await?
+            }
+        };
         Ok(done.map(|_| record.version))
     }
 }

@@ -103,10 +103,7 @@ pub async fn serve_service(
         .add_service(health)
         .add_service(runtime::reflection_service()?)
         .add_service(rpc::presence::v1::presence_server::PresenceServer::from_arc(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(runtime::grpc_incoming(listener), shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"))
 }

@@ -306,7 +306,8 @@ impl Registrar {
     }
 
     /// Writes the bindings (or deletes the record when none are left) if the
-    /// record is still at `rev`; schedules the earliest expiry first.
+    /// record is still at `rev`, with the earliest expiry scheduled (see
+    /// `Backend::cas_record_scheduled`).
     async fn save(
         &self,
         aor: &str,
@@ -335,9 +336,6 @@ impl Registrar {
             .map(|b| b.expires_at_ms)
             .max()
             .unwrap_or(now_ms);
-        self.backend
-            .schedule(Schedule::Bindings, aor, earliest)
-            .await?;
         let value = serde_json::to_vec(&StoredBindings {
             bindings: bindings.to_vec(),
         })
@@ -347,7 +345,14 @@ impl Registrar {
         let ttl = latest.saturating_sub(now_ms) + 60_000;
         let done = self
             .backend
-            .cas_record(&key, rev, Some(Bytes::from(value)), Some(ttl), None)
+            .cas_record_scheduled(
+                &key,
+                rev,
+                Some(Bytes::from(value)),
+                Some(ttl),
+                None,
+                (Schedule::Bindings, aor, earliest),
+            )
             .await?;
         Ok(done.is_some())
     }

@@ -74,10 +74,7 @@ pub async fn serve_service(
         .add_service(health)
         .add_service(runtime::reflection_service()?)
         .add_service(rpc::registrar::v1::registrar_server::RegistrarServer::from_arc(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(runtime::grpc_incoming(listener), shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"))
 }
