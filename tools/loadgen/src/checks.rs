@@ -12,10 +12,13 @@
 //!   seen, with the same content, is the notifier retransmitting (our 200 was
 //!   late or lost). The same CSeq with other content is a violation.
 //! * **order**: the sequence numbers a dialog sees never go back.
-//! * **no duplicates**: a new NOTIFY (new CSeq) repeating the sequence number
-//!   of the previous one is a duplicate delivery, except right after the
-//!   watcher's own SUBSCRIBE (a refresh is answered with the current state,
-//!   RFC 6665 §4.2.2) and in the terminating NOTIFY.
+//! * **no duplicates**: a new NOTIFY (new CSeq) repeating the state of the
+//!   previous one — the same sequence numbers — is a duplicate delivery,
+//!   except right after the watcher's own SUBSCRIBE (a refresh is answered
+//!   with the current state, RFC 6665 §4.2.2) and in the terminating NOTIFY.
+//!   The same highest sequence number in a different composed state (an older
+//!   publication of the presentity expired or was removed) is counted as
+//!   [`DialogCheck::recomposed`], not as a duplicate.
 //! * **final state**: once the publisher is done, the last state the dialog
 //!   saw must be the final one ([`DialogCheck::expect_final`]), and the
 //!   unsubscription must be answered by a terminating NOTIFY.
@@ -113,6 +116,11 @@ pub struct Observed<'a> {
     pub seq: Option<u64>,
     /// A digest of the body, telling a retransmission from a reused CSeq.
     pub body_digest: u64,
+    /// A digest of the state the body shows: every sequence number of this run in it
+    /// (several when the server composes more than one live publication). The same
+    /// highest sequence number in another state is a recomposition (an older
+    /// publication expired or was removed), not a duplicate.
+    pub state_digest: u64,
     /// Whether `Subscription-State` is `terminated`.
     pub terminated: bool,
 }
@@ -157,6 +165,10 @@ pub struct DialogCheck {
     pub repeats: u64,
     /// Sequence numbers never shown because a later one came first (coalescing).
     pub skipped: u64,
+    /// New NOTIFYs showing the same latest sequence number in another composed state.
+    pub recomposed: u64,
+    /// The state digest of the last new NOTIFY.
+    last_state: Option<u64>,
     violations: Vec<Violation>,
     /// What the first few violations looked like, for reports.
     details: Vec<(Violation, String)>,
@@ -263,9 +275,11 @@ impl DialogCheck {
         let Some(seq) = notify.seq else {
             if !notify.terminated {
                 self.current = None;
+                self.last_state = None;
             }
             return Verdict::Other;
         };
+        let previous_state = self.last_state.replace(notify.state_digest);
         if let (true, Some(expected)) = (notify.terminated, &self.expected_final) {
             if !expected.contains(&seq) {
                 return Verdict::Violating(Violation::StaleFinalState);
@@ -274,7 +288,11 @@ impl DialogCheck {
         match self.max_seq {
             Some(max) if seq < max => Verdict::Violating(Violation::SequenceBackwards),
             Some(max) if seq == max => {
-                if self.repeats_allowed > 0 || notify.terminated {
+                if previous_state != Some(notify.state_digest) {
+                    self.recomposed += 1;
+                    self.current = Some(seq);
+                    Verdict::Other
+                } else if self.repeats_allowed > 0 || notify.terminated {
                     self.repeats_allowed = self.repeats_allowed.saturating_sub(1);
                     self.repeats += 1;
                     self.current = Some(seq);
@@ -368,6 +386,8 @@ pub struct CheckSummary {
     pub repeats: u64,
     /// Sequence numbers coalesced away (not violations).
     pub skipped: u64,
+    /// Same latest sequence number in another composed state (not violations).
+    pub recomposed: u64,
     /// Violations by kind.
     pub violations: BTreeMap<Violation, u64>,
     /// A few violations of each kind with their dialog, to start investigating from.
@@ -387,6 +407,7 @@ impl CheckSummary {
         self.retransmissions += check.retransmissions;
         self.repeats += check.repeats;
         self.skipped += check.skipped;
+        self.recomposed += check.recomposed;
         for v in &check.violations {
             *self.violations.entry(*v).or_default() += 1;
         }
@@ -428,6 +449,7 @@ mod tests {
             from_tag: "srv",
             seq,
             body_digest: seq.map_or(0, |s| s + 1),
+            state_digest: seq.map_or(0, |s| s + 1),
             terminated: false,
         }
     }
@@ -480,6 +502,24 @@ mod tests {
         check.observe(&notify(1, Some(3)));
         check.subscribed();
         assert_eq!(check.observe(&notify(2, Some(3))), Verdict::Other);
+        assert_eq!(
+            check.observe(&notify(3, Some(3))),
+            Verdict::Violating(Violation::Duplicate)
+        );
+    }
+
+    #[test]
+    fn a_recomposed_state_is_not_a_duplicate() {
+        let mut check = DialogCheck::new();
+        let two_publications = Observed {
+            state_digest: 99,
+            body_digest: 99,
+            ..notify(1, Some(3))
+        };
+        assert_eq!(check.observe(&two_publications), Verdict::Fresh(3));
+        assert_eq!(check.observe(&notify(2, Some(3))), Verdict::Other);
+        assert_eq!(check.recomposed, 1);
+        assert!(check.violations().is_empty());
         assert_eq!(
             check.observe(&notify(3, Some(3))),
             Verdict::Violating(Violation::Duplicate)

@@ -204,11 +204,15 @@ impl DialogTable {
             return 400;
         };
         let body = request.body();
+        let mut shown = DefaultHasher::new();
         let seq_marker = if body.is_empty() {
             None
         } else {
             match pidf::Document::parse(body) {
-                Ok(document) => marker::find(&document, &self.run),
+                Ok(document) => {
+                    marker::state(&document, &self.run).hash(&mut shown);
+                    marker::find(&document, &self.run)
+                }
                 Err(_) => {
                     dialog.check.record(Violation::UnparseableBody);
                     // Answered 200 all the same: the dialog is fine, the document is not.
@@ -223,6 +227,7 @@ impl DialogTable {
             from_tag: &from_tag,
             seq: seq_marker.as_ref().map(|m| m.seq),
             body_digest: hasher.finish(),
+            state_digest: shown.finish(),
             terminated: state.state == SubState::Terminated,
         };
         let verdict = dialog.check.observe(&observed);

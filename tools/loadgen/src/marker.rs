@@ -82,6 +82,22 @@ pub fn find(document: &Document, run: &str) -> Option<Marker> {
         .max_by_key(|marker| marker.seq)
 }
 
+/// Every sequence number of run `run` in a notified document, in ascending order: the
+/// state the document shows, as far as this run is concerned.
+pub fn state(document: &Document, run: &str) -> Vec<u64> {
+    let mut seqs: Vec<u64> = document
+        .tuples
+        .iter()
+        .flat_map(|tuple| tuple.notes.iter())
+        .chain(document.notes.iter())
+        .filter_map(|note| Marker::parse_note(&note.text))
+        .filter(|marker| marker.run == run)
+        .map(|marker| marker.seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +154,6 @@ mod tests {
             ],
         );
         assert_eq!(find(&composed, "r1").map(|m| m.seq), Some(2));
+        assert_eq!(state(&composed, "r1"), vec![1, 2]);
     }
 }

@@ -190,12 +190,13 @@ impl Report {
         let c = &self.checks;
         let _ = writeln!(
             out,
-            "  NOTIFY: {} received over {} dialogs, {} retransmissions, {} allowed repeats, {} coalesced changes, {} for unknown dialogs",
+            "  NOTIFY: {} received over {} dialogs, {} retransmissions, {} allowed repeats, {} coalesced changes, {} recomposed states, {} for unknown dialogs",
             self.notify.received,
             c.dialogs,
             self.notify.retransmissions,
             c.repeats,
             c.skipped,
+            c.recomposed,
             self.notify.unknown_dialog
         );
         let drops = |d: Option<u64>| d.map_or("n/a".to_owned(), |n| n.to_string());
