@@ -101,7 +101,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             ping_progress = 0;
             let message = buf.split_to(len).freeze();
             deadlines.activity(buf.is_empty());
-            tokio::spawn(crate::methods::receive(edge.clone(), message, source));
+            crate::methods::handle(edge, message, source).await;
         }
     }
 }

@@ -1,4 +1,5 @@
-//! UDP: one receive loop per socket; each datagram is handled in its own task.
+//! UDP: one receive loop per socket; each datagram is handled on it, and in
+//! a task of its own once it has to wait (`methods::handle`).
 //!
 //! A datagram over the size limit is never parsed: it is counted, and
 //! answered `513 Message Too Large` (RFC 3261 §18.1.1) when its first bytes
@@ -52,6 +53,6 @@ pub(super) async fn receive_loop(edge: Arc<Edge>, socket: Arc<UdpSocket>) {
             continue;
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
-        tokio::spawn(crate::methods::receive(edge.clone(), data, source));
+        crate::methods::handle(&edge, data, source).await;
     }
 }

@@ -129,7 +129,7 @@ where
                 }
                 continue;
             }
-            tokio::spawn(crate::methods::receive(edge.clone(), data, source));
+            crate::methods::handle(edge, data, source).await;
         }
     };
     let closed = tokio::select! {
