@@ -5,7 +5,7 @@
 # editing a scenario; the loadkit_sipp test fails when a variant is stale.
 set -euo pipefail
 cd "$(dirname "$0")"
-for src in register.xml publish.xml publish-cycle.xml subscribe-cycle.xml watcher.xml; do
+for src in register.xml publish.xml publish-cycle.xml subscribe-cycle.xml subscribe-hold.xml watcher.xml; do
   dst=${src%.xml}-noauth.xml
   {
     # The XML declaration must stay the first line.
