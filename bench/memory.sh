@@ -5,7 +5,7 @@
 # the edge's resident memory (/proc) and Redis's used_memory (INFO memory)
 # before and after each step.
 #
-#   bench/memory.sh [--count 100000] [--rate 4000] [--bin-dir target/release] [--out FILE]
+#   bench/memory.sh [--count 100000] [--rate 4000] [--settle 40] [--bin-dir target/release] [--out FILE]
 #
 # Steps, each for N distinct users (user000001@example.com ...):
 #   1. REGISTER (Expires 300): a bindings record per AOR, and - registration-
@@ -14,10 +14,12 @@
 #   3. SUBSCRIBE to one's own presence (Expires 3600), held: the edge keeps
 #      the dialog (and a channel watch per presentity), Redis the dialog
 #      record, its schedule entry and the edge's ownership index entry.
-# The figures are deltas divided by N (bytes per item), rounded. Memory the
-# edge's allocator has taken from the kernel is not given back at once, so
-# the edge's figure for registrations and publications (which it does not
-# hold) is transient buffers, not state.
+# The figures are deltas divided by N (bytes per item), rounded, read
+# --settle seconds (default 40) after each step: an edge keeps every
+# completed server transaction (with its response, to answer
+# retransmissions) for 32 s, which is not state it holds. What the edge
+# shows for registrations and publications, which it does not hold, is what
+# its allocator kept of those transient buffers.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -30,6 +32,7 @@ bin_dir="$repo/target/release"
 out=""
 port=5084
 redis_port=6393
+settle=40
 while [ $# -gt 0 ]; do
   case $1 in
     --count) count=$2; shift 2 ;;
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --redis-port) redis_port=$2; shift 2 ;;
+    --settle) settle=$2; shift 2 ;;
     *) die "unknown option $1 (see the header of $0)" ;;
   esac
 done
@@ -87,7 +91,7 @@ measure() {
   used0=$(redis_used)
   log "$name: $count calls at $rate/s"
   run_sipp "$scenario"
-  sleep 2
+  sleep "$settle"
   rss1=$(edge_rss_kb)
   used1=$(redis_used)
   results+=("$(printf '| %s | %d | %d | %d | %d |' "$name" \

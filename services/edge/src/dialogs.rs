@@ -681,6 +681,12 @@ fn final_body<'a>(mode: Mode, reason: &str, pidf: &'a str) -> NotifyBody<'a> {
     }
 }
 
+/// A dialog's sender: sends a NOTIFY whenever its signal says there is
+/// something to tell, and the final one when the dialog ends.
+///
+/// The task lives as long as the dialog and is sized for its largest state,
+/// so the NOTIFY sends and the clean-up are boxed: an idle dialog's task is
+/// about 1.5 KB instead of 3.2 KB (see `bench/memory.sh`).
 async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Signal>) {
     loop {
         let signal = rx.borrow_and_update().clone();
@@ -693,7 +699,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         if let Some(reason) = &signal.end {
             let cseq = d.next_cseq();
             let body = final_body(signal.mode, reason, &signal.pidf);
-            let _ = send(
+            let _ = Box::pin(send(
                 &edge,
                 &d.record,
                 d.protocol,
@@ -701,7 +707,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 cseq,
                 NotifyState::Terminated(reason),
                 body,
-            )
+            ))
             .await;
             break;
         }
@@ -743,7 +749,8 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 }
             };
             let cseq = d.next_cseq();
-            let outcome = send(&edge, &d.record, d.protocol, d.remote, cseq, state, body).await;
+            let outcome =
+                Box::pin(send(&edge, &d.record, d.protocol, d.remote, cseq, state, body)).await;
             match outcome {
                 Delivery::Delivered => d.last_version = signal.version,
                 Delivery::Refused(status) => {
@@ -753,7 +760,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 Delivery::Gone(why) => {
                     // RFC 6665 §4.2.2: a 481 or a timeout ends the subscription.
                     tracing::info!(dialog = %d.record.id, presentity = %d.presentity, %why, "watcher gone; ending subscription");
-                    forget_subscription(&edge, &d.presentity, &d.record.id).await;
+                    Box::pin(forget_subscription(&edge, &d.presentity, &d.record.id)).await;
                     break;
                 }
             }
@@ -775,11 +782,11 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
                 let cseq = d.next_cseq();
                 let body = final_body(signal.mode, "timeout", &signal.pidf);
-                let _ = send(&edge, &d.record, d.protocol, d.remote, cseq, NotifyState::Terminated("timeout"), body).await;
-                forget_subscription(&edge, &d.presentity, &d.record.id).await;
+                let _ = Box::pin(send(&edge, &d.record, d.protocol, d.remote, cseq, NotifyState::Terminated("timeout"), body)).await;
+                Box::pin(forget_subscription(&edge, &d.presentity, &d.record.id)).await;
                 break;
             }
         }
     }
-    edge.dialogs.remove(&d.record.id).await;
+    Box::pin(edge.dialogs.remove(&d.record.id)).await;
 }
