@@ -20,7 +20,7 @@ use crate::checks::{DialogCheck, Observed, Verdict, Violation};
 use crate::clock::Clock;
 use crate::marker;
 use crate::stats::Latency;
-use crate::transport::Inbound;
+use crate::transport::{Failed, Inbound, Transaction};
 
 /// One subscription dialog, subscriber side.
 #[derive(Debug)]
@@ -52,6 +52,8 @@ pub struct Subscription {
     pub subscribed_ns: u64,
     /// Whether the SUBSCRIBE was accepted (2xx).
     pub accepted: bool,
+    /// How many of the dialog's SUBSCRIBEs had to be retransmitted.
+    pub retransmitted_subscribes: u32,
 }
 
 impl Subscription {
@@ -76,6 +78,7 @@ struct Inner {
     latency: Latency,
     unknown: u64,
     other_requests: u64,
+    duplicates_after_retransmission: u64,
 }
 
 /// Every dialog of a run.
@@ -139,6 +142,29 @@ impl DialogTable {
                 s.route_set = routes;
             }
         });
+    }
+
+    /// Takes in the outcome of a SUBSCRIBE of the dialog: a 2xx is confirmed (see
+    /// [`DialogTable::confirm`]), and a retransmission is remembered, to tell
+    /// duplicates that followed one.
+    pub fn subscribed(&self, call_id: &str, outcome: &Result<Transaction, Failed>) {
+        let retransmitted = match outcome {
+            Ok(t) => t.retransmissions > 0,
+            Err(f) => f.retransmissions > 0,
+        };
+        if retransmitted {
+            self.with(call_id, |s| s.retransmitted_subscribes += 1);
+        }
+        if let Ok(t) = outcome {
+            if (200..300).contains(&t.response.status()) {
+                self.confirm(call_id, &t.response);
+            }
+        }
+    }
+
+    /// Duplicate NOTIFYs in dialogs one of whose SUBSCRIBEs had been retransmitted.
+    pub fn duplicates_after_retransmission(&self) -> u64 {
+        self.lock().duplicates_after_retransmission
     }
 
     /// How many dialogs satisfy `predicate`.
@@ -231,6 +257,11 @@ impl DialogTable {
             terminated: state.state == SubState::Terminated,
         };
         let verdict = dialog.check.observe(&observed);
+        if verdict == Verdict::Violating(Violation::Duplicate)
+            && dialog.retransmitted_subscribes > 0
+        {
+            inner.duplicates_after_retransmission += 1;
+        }
         if let (Verdict::Fresh(seq), Some(m)) = (verdict, &seq_marker) {
             if m.sent_ns >= dialog.subscribed_ns {
                 inner.latency.record(at_ns.saturating_sub(m.sent_ns));
@@ -284,6 +315,7 @@ mod tests {
             arrivals: Vec::new(),
             subscribed_ns: 0,
             accepted: false,
+            retransmitted_subscribes: 0,
         }
     }
 

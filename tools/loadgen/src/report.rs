@@ -77,6 +77,9 @@ pub struct NotifyReport {
     pub change_latency: Summary,
     /// (dialog, change) pairs never shown to the watcher.
     pub changes_not_shown: u64,
+    /// Duplicate NOTIFYs in dialogs one of whose SUBSCRIBEs had been retransmitted (a
+    /// hint that the notifier handled a retransmitted SUBSCRIBE as a new request).
+    pub duplicates_after_retransmitted_subscribe: u64,
 }
 
 /// Receive drops counted by the kernel (`/proc/net/udp`; `null` where unavailable).
@@ -214,6 +217,11 @@ impl Report {
             for (kind, n) in &c.violations {
                 let _ = writeln!(out, "    {kind:<22} {n}");
             }
+            let _ = writeln!(
+                out,
+                "    ({} duplicates in dialogs with a retransmitted SUBSCRIBE)",
+                self.notify.duplicates_after_retransmitted_subscribe
+            );
             for example in &c.examples {
                 let _ = writeln!(out, "    e.g. {example}");
             }

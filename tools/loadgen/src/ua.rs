@@ -278,6 +278,7 @@ impl Agent {
             arrivals: Vec::new(),
             subscribed_ns: 0,
             accepted: false,
+            retransmitted_subscribes: 0,
         })
     }
 

@@ -107,11 +107,8 @@ pub async fn run(config: &Fanout, users: Vec<User>, clock: Clock) -> Result<Repo
             let request = agent.subscribe_request(&mut subscription, expires);
             let call_id = subscription.call_id.clone();
             table.insert(subscription);
-            if let Ok(t) = agent.send(&request).await {
-                if (200..300).contains(&t.response.status()) {
-                    table.confirm(&call_id, &t.response);
-                }
-            }
+            let outcome = agent.send(&request).await;
+            table.subscribed(&call_id, &outcome);
         }
     });
     bounded(&bed, jobs).await;

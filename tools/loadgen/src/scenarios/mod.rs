@@ -239,7 +239,8 @@ impl Bed {
                 if let Some(request) = request {
                     // The outcome is counted in the metrics; a failed unsubscription
                     // shows as a missing terminating NOTIFY too.
-                    let _ = agent.send(&request).await;
+                    let outcome = agent.send(&request).await;
+                    table.subscribed(&call_id, &outcome);
                 }
             })
         });
@@ -305,6 +306,9 @@ impl Bed {
                 latency: latency.summary(),
                 change_latency: change_latency.summary(),
                 changes_not_shown: unshown,
+                duplicates_after_retransmitted_subscribe: self
+                    .table
+                    .duplicates_after_retransmission(),
             },
             kernel_drops: KernelDrops {
                 loadgen: loadgen_drops,

@@ -288,11 +288,8 @@ async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life 
         let call_id = subscription.call_id.clone();
         bed.table.insert(subscription);
         let _permit = bed.inflight.acquire().await;
-        if let Ok(t) = agent.send(&request).await {
-            if (200..300).contains(&t.response.status()) {
-                bed.table.confirm(&call_id, &t.response);
-            }
-        }
+        let outcome = agent.send(&request).await;
+        bed.table.subscribed(&call_id, &outcome);
         dialogs.push(call_id);
     }
     Life {
@@ -405,7 +402,8 @@ async fn live(ctx: &Ctx, i: usize, mut life: Life, mut phases: watch::Receiver<P
                         s.accepted.then(|| agent.subscribe_request(s, expires))
                     });
                     if let Some(Some(request)) = request {
-                        let _ = agent.send(&request).await;
+                        let outcome = agent.send(&request).await;
+                        ctx.bed.table.subscribed(call_id, &outcome);
                     }
                 }
                 next_subscribe = Instant::now() + subscribe_every;
