@@ -17,6 +17,8 @@ mod containers_edges;
 mod containers_redis;
 mod containers_replicas;
 mod grpc_api;
+mod loadkit_loadgen;
+mod loadkit_sipp;
 mod node;
 mod presence_rules;
 mod presence_semantics;
