@@ -392,6 +392,8 @@ pub struct CheckSummary {
     pub violations: BTreeMap<Violation, u64>,
     /// A few violations of each kind with their dialog, to start investigating from.
     pub examples: Vec<String>,
+    /// The last events of one dialog per kind of violation.
+    pub traces: Vec<Vec<String>>,
     #[serde(skip)]
     example_kinds: BTreeMap<Violation, usize>,
 }
@@ -400,8 +402,9 @@ pub struct CheckSummary {
 const EXAMPLES_PER_KIND: usize = 3;
 
 impl CheckSummary {
-    /// Adds one dialog's checks, `name` identifying it in examples.
-    pub fn add(&mut self, name: &str, check: &DialogCheck) {
+    /// Adds one dialog's checks, `name` identifying it in examples and `history` its
+    /// last events (kept for the first dialog with each kind of violation).
+    pub fn add(&mut self, name: &str, check: &DialogCheck, history: &[String]) {
         self.dialogs += 1;
         self.notifies += check.received;
         self.retransmissions += check.retransmissions;
@@ -413,6 +416,11 @@ impl CheckSummary {
         }
         for (kind, detail) in &check.details {
             let shown = self.example_kinds.entry(*kind).or_default();
+            if *shown == 0 && !history.is_empty() {
+                let mut trace = vec![format!("{kind} in dialog {name}")];
+                trace.extend(history.iter().cloned());
+                self.traces.push(trace);
+            }
             if *shown < EXAMPLES_PER_KIND {
                 *shown += 1;
                 self.examples.push(format!("{detail} in dialog {name}"));
@@ -632,8 +640,8 @@ mod tests {
         bad.observe(&notify(2, Some(0)));
         bad.missing_final_notify();
         let mut summary = CheckSummary::default();
-        summary.add("a", &ok);
-        summary.add("b", &bad);
+        summary.add("a", &ok, &[]);
+        summary.add("b", &bad, &["0.1 s NOTIFY".to_owned()]);
         summary.add_unattached(Violation::UnknownDialog, 2);
         let summary = summary.finish();
         assert!(!summary.passed);
@@ -646,6 +654,8 @@ mod tests {
             summary.examples[0],
             "duplicate (NOTIFY CSeq 2 seq Some(0) after highest CSeq Some(1) seq Some(0)) in dialog b"
         );
+        assert_eq!(summary.traces.len(), 2);
+        assert_eq!(summary.traces[0][1], "0.1 s NOTIFY");
         let empty = CheckSummary::default().finish();
         assert!(empty.passed);
     }

@@ -9,7 +9,7 @@
 //! records the PUBLISH → NOTIFY latency of every first delivery.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -54,12 +54,27 @@ pub struct Subscription {
     pub accepted: bool,
     /// How many of the dialog's SUBSCRIBEs had to be retransmitted.
     pub retransmitted_subscribes: u32,
+    /// The dialog's last events (SUBSCRIBE transactions, NOTIFYs), for reports of its
+    /// violations.
+    pub history: VecDeque<String>,
 }
+
+/// Events kept in a dialog's history.
+const HISTORY: usize = 12;
 
 impl Subscription {
     /// Our tag.
     pub fn local_tag(&self) -> &str {
         self.local.tag().unwrap_or_default()
+    }
+
+    /// Adds an event at `at_ns` (run clock) to the history, forgetting the oldest.
+    pub fn note(&mut self, at_ns: u64, event: String) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history
+            .push_back(format!("{:.3} s {event}", at_ns as f64 / 1e9));
     }
 
     /// When the document with sequence number `seq` or a later one first arrived.
@@ -148,13 +163,30 @@ impl DialogTable {
     /// [`DialogTable::confirm`]), and a retransmission is remembered, to tell
     /// duplicates that followed one.
     pub fn subscribed(&self, call_id: &str, outcome: &Result<Transaction, Failed>) {
-        let retransmitted = match outcome {
-            Ok(t) => t.retransmissions > 0,
-            Err(f) => f.retransmissions > 0,
-        };
-        if retransmitted {
-            self.with(call_id, |s| s.retransmitted_subscribes += 1);
-        }
+        let now = self.clock.now_ns();
+        self.with(call_id, |s| match outcome {
+            Ok(t) => {
+                if t.retransmissions > 0 {
+                    s.retransmitted_subscribes += 1;
+                }
+                let cseq = t.response.headers().cseq().map(|c| c.seq).unwrap_or(0);
+                s.note(t.sent_ns, format!("SUBSCRIBE CSeq {cseq} sent"));
+                s.note(
+                    t.answered_ns,
+                    format!(
+                        "SUBSCRIBE CSeq {cseq} answered {} after {} retransmissions",
+                        t.response.status(),
+                        t.retransmissions
+                    ),
+                );
+            }
+            Err(f) => {
+                if f.retransmissions > 0 {
+                    s.retransmitted_subscribes += 1;
+                }
+                s.note(now, format!("SUBSCRIBE failed: {}", f.error));
+            }
+        });
         if let Ok(t) = outcome {
             if (200..300).contains(&t.response.status()) {
                 self.confirm(call_id, &t.response);
@@ -257,6 +289,15 @@ impl DialogTable {
             terminated: state.state == SubState::Terminated,
         };
         let verdict = dialog.check.observe(&observed);
+        dialog.note(
+            at_ns,
+            format!(
+                "NOTIFY CSeq {} seq {:?} {} -> {verdict:?}",
+                observed.cseq,
+                observed.seq,
+                state.state.as_str()
+            ),
+        );
         if verdict == Verdict::Violating(Violation::Duplicate)
             && dialog.retransmitted_subscribes > 0
         {
@@ -316,6 +357,7 @@ mod tests {
             subscribed_ns: 0,
             accepted: false,
             retransmitted_subscribes: 0,
+            history: VecDeque::new(),
         }
     }
 

@@ -251,7 +251,7 @@ mod tests {
         let mut check = DialogCheck::new();
         check.missing_final_notify();
         let mut checks = CheckSummary::default();
-        checks.add("d1", &check);
+        checks.add("d1", &check, &[]);
         Report {
             scenario: "fanout".into(),
             target: "127.0.0.1:5060".into(),

@@ -279,6 +279,7 @@ impl Agent {
             subscribed_ns: 0,
             accepted: false,
             retransmitted_subscribes: 0,
+            history: std::collections::VecDeque::new(),
         })
     }
 

@@ -262,7 +262,8 @@ impl Bed {
         self.table.for_each(|s| {
             let watcher = names.get(s.watcher).map_or("?", String::as_str);
             let name = format!("{} ({watcher} -> {})", s.call_id, s.presentity);
-            summary.add(&name, &s.check);
+            let history: Vec<String> = s.history.iter().cloned().collect();
+            summary.add(&name, &s.check, &history);
         });
         summary.add_unattached(Violation::UnknownDialog, self.table.unknown());
         summary.finish()
