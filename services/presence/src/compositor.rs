@@ -17,6 +17,7 @@ use pidf::{Basic, Document, PresenceStatus};
 use serde::{Deserialize, Serialize};
 use store::{Backend, Key, Kind, Schedule, StoreError};
 
+use crate::parsed::ParsedBodies;
 use crate::Announcement;
 
 const CAS_ATTEMPTS: usize = 16;
@@ -177,6 +178,7 @@ pub(crate) fn new_etag() -> String {
 pub struct Compositor {
     backend: Arc<dyn Backend>,
     config: Arc<PresenceConfig>,
+    parsed: ParsedBodies,
 }
 
 impl Compositor {
@@ -184,11 +186,17 @@ impl Compositor {
         Compositor {
             backend,
             config: Arc::new(config),
+            parsed: ParsedBodies::default(),
         }
     }
 
     pub fn config(&self) -> &PresenceConfig {
         &self.config
+    }
+
+    /// The parsed publication bodies this compositor composes from.
+    pub(crate) fn parsed(&self) -> &ParsedBodies {
+        &self.parsed
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -259,10 +267,14 @@ impl Compositor {
         if essence != PIDF {
             return Err(PublishError::UnsupportedMediaType(content_type.to_string()));
         }
-        Document::parse_publication(body, presentity, &self.config.pidf_limits)
+        let document = Document::parse_publication(body, presentity, &self.config.pidf_limits)
             .map_err(|e| PublishError::BadRequest(format!("invalid PIDF: {e}")))?;
-        String::from_utf8(body.to_vec())
-            .map_err(|_| PublishError::BadRequest("PIDF body is not UTF-8".into()))
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| PublishError::BadRequest("PIDF body is not UTF-8".into()))?;
+        // Composing this publication needs its document: keep it rather
+        // than parse the same text again.
+        self.parsed.remember(&text, document);
+        Ok(text)
     }
 
     /// Applies one PUBLISH (RFC 3903 §6): initial, refresh, modify or remove.
@@ -388,7 +400,7 @@ impl Compositor {
     ) -> Result<Option<u64>, StoreError> {
         let announce = if state_changed {
             record.version = (record.version + 1).max(now_ms);
-            record.composed = compose(presentity, &record.publications);
+            record.composed = compose(presentity, &record.publications, &self.parsed);
             Some(
                 Announcement::State {
                     version: record.version,
@@ -446,22 +458,22 @@ fn decode(presentity: &str, value: &[u8]) -> Result<PresentityRecord, StoreError
 /// The registrar's `registration` publication stands in only for a
 /// presentity that publishes nothing itself: a device's or an
 /// application's own publication always says more than "registered".
-fn compose(presentity: &str, publications: &[StoredPublication]) -> String {
+fn compose(presentity: &str, publications: &[StoredPublication], parsed: &ParsedBodies) -> String {
     let own = publications
         .iter()
         .any(|p| p.source.as_deref() != Some(REGISTRATION_SOURCE));
-    let documents: Vec<(usize, Document)> = publications
+    let documents: Vec<(usize, Arc<Document>)> = publications
         .iter()
         .enumerate()
         .filter(|(_, p)| !own || p.source.as_deref() != Some(REGISTRATION_SOURCE))
-        .filter_map(|(i, p)| Document::parse(p.body.as_bytes()).ok().map(|d| (i, d)))
+        .filter_map(|(i, p)| parsed.get(&p.body).map(|d| (i, d)))
         .collect();
     let inputs: Vec<pidf::Publication<'_>> = documents
         .iter()
         .map(|(i, d)| pidf::Publication {
             etag: &publications[*i].etag,
             published_at_ms: publications[*i].published_at_ms,
-            document: d,
+            document: d.as_ref(),
         })
         .collect();
     pidf::compose(&entity_of(presentity), &inputs).to_xml()

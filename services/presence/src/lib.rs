@@ -13,6 +13,7 @@
 //! * [`access`] — the scope each RPC requires.
 //! * [`ownership`] — edges' leases and the claims of gone edges' dialogs.
 //! * [`epoch`] — noticing that the state backend lost its data.
+//! * [`parsed`] — parsed publication bodies, so composing parses each once.
 
 pub mod access;
 pub mod announcement;
@@ -20,6 +21,7 @@ pub mod compositor;
 pub mod epoch;
 pub mod grpc;
 pub mod ownership;
+pub mod parsed;
 pub mod rules;
 pub mod sources;
 pub mod subscriptions;

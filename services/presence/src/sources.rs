@@ -129,7 +129,13 @@ impl Compositor {
                     note: note.clone().filter(|n| !n.is_empty()),
                     ..PresenceInfo::new(status.clone())
                 };
-                Ok(info.to_document(&entity_of(&command.presentity)).to_xml())
+                let document = info.to_document(&entity_of(&command.presentity));
+                let body = document.to_xml();
+                // Composing needs the document: keep the one just built
+                // (`status_documents_read_back_as_built` pins that parsing
+                // its text gives the same).
+                self.parsed().remember(&body, document);
+                Ok(body)
             }
         }
     }
@@ -275,6 +281,33 @@ mod tests {
         }
         assert!(parse_status("  ").is_err());
         assert!(parse_status("bad\nstatus").is_err());
+    }
+
+    /// `source_body` hands the document it built to composition instead of
+    /// the parse of its text: the two must be equal for every status.
+    #[test]
+    fn status_documents_read_back_as_built() {
+        let statuses = [
+            PresenceStatus::Available,
+            PresenceStatus::Away,
+            PresenceStatus::Busy,
+            PresenceStatus::DoNotDisturb,
+            PresenceStatus::OnThePhone,
+            PresenceStatus::InMeeting,
+            PresenceStatus::Offline,
+            PresenceStatus::Custom("gardening".into()),
+        ];
+        for status in statuses {
+            for note in [None, Some("Back at 3 & <soon> \"maybe\" \u{e9}t\u{e9}")] {
+                let info = PresenceInfo {
+                    note: note.map(str::to_string),
+                    ..PresenceInfo::new(status.clone())
+                };
+                let built = info.to_document(&entity_of("alice@example.com"));
+                let parsed = pidf::Document::parse(built.to_xml().as_bytes());
+                assert_eq!(parsed.as_ref().ok(), Some(&built), "{status:?} {note:?}");
+            }
+        }
     }
 
     #[test]
