@@ -12,12 +12,13 @@
 //!   seen, with the same content, is the notifier retransmitting (our 200 was
 //!   late or lost). The same CSeq with other content is a violation.
 //! * **order**: the sequence numbers a dialog sees never go back.
-//! * **no duplicates**: a new NOTIFY (new CSeq) repeating the state of the
-//!   previous one — the same sequence numbers — is a duplicate delivery,
-//!   except right after the watcher's own SUBSCRIBE (a refresh is answered
-//!   with the current state, RFC 6665 §4.2.2) and in the terminating NOTIFY.
-//!   The same highest sequence number in a different composed state (an older
-//!   publication of the presentity expired or was removed) is counted as
+//! * **no duplicates**: a new NOTIFY (new CSeq) repeating the previous one —
+//!   the same sequence numbers in the same document — is a duplicate
+//!   delivery, except right after the watcher's own SUBSCRIBE (a refresh is
+//!   answered with the current state, RFC 6665 §4.2.2) and in the terminating
+//!   NOTIFY. The same highest sequence number in a different document (an
+//!   older publication of the presentity expired or was removed, another
+//!   part of the composed document changed) is counted as
 //!   [`DialogCheck::recomposed`], not as a duplicate.
 //! * **final state**: once the publisher is done, the last state the dialog
 //!   saw must be the final one ([`DialogCheck::expect_final`]), and the
@@ -118,8 +119,8 @@ pub struct Observed<'a> {
     pub body_digest: u64,
     /// A digest of the state the body shows: every sequence number of this run in it
     /// (several when the server composes more than one live publication). The same
-    /// highest sequence number in another state is a recomposition (an older
-    /// publication expired or was removed), not a duplicate.
+    /// highest sequence number in another state or another body is a recomposition
+    /// (an older publication expired or was removed), not a duplicate.
     pub state_digest: u64,
     /// Whether `Subscription-State` is `terminated`.
     pub terminated: bool,
@@ -165,10 +166,10 @@ pub struct DialogCheck {
     pub repeats: u64,
     /// Sequence numbers never shown because a later one came first (coalescing).
     pub skipped: u64,
-    /// New NOTIFYs showing the same latest sequence number in another composed state.
+    /// New NOTIFYs showing the same latest sequence number in another document.
     pub recomposed: u64,
-    /// The state digest of the last new NOTIFY.
-    last_state: Option<u64>,
+    /// The state and body digests of the last new NOTIFY.
+    last_state: Option<(u64, u64)>,
     violations: Vec<Violation>,
     /// What the first few violations looked like, for reports.
     details: Vec<(Violation, String)>,
@@ -279,7 +280,9 @@ impl DialogCheck {
             }
             return Verdict::Other;
         };
-        let previous_state = self.last_state.replace(notify.state_digest);
+        let previous_state = self
+            .last_state
+            .replace((notify.state_digest, notify.body_digest));
         if let (true, Some(expected)) = (notify.terminated, &self.expected_final) {
             if !expected.contains(&seq) {
                 return Verdict::Violating(Violation::StaleFinalState);
@@ -288,7 +291,7 @@ impl DialogCheck {
         match self.max_seq {
             Some(max) if seq < max => Verdict::Violating(Violation::SequenceBackwards),
             Some(max) if seq == max => {
-                if previous_state != Some(notify.state_digest) {
+                if previous_state != Some((notify.state_digest, notify.body_digest)) {
                     self.recomposed += 1;
                     self.current = Some(seq);
                     Verdict::Other
@@ -532,6 +535,12 @@ mod tests {
             check.observe(&notify(3, Some(3))),
             Verdict::Violating(Violation::Duplicate)
         );
+        let other_body = Observed {
+            body_digest: 7,
+            ..notify(4, Some(3))
+        };
+        assert_eq!(check.observe(&other_body), Verdict::Other);
+        assert_eq!(check.recomposed, 2);
     }
 
     #[test]

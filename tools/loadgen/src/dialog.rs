@@ -292,10 +292,11 @@ impl DialogTable {
         dialog.note(
             at_ns,
             format!(
-                "NOTIFY CSeq {} seq {:?} {} -> {verdict:?}",
+                "NOTIFY CSeq {} seq {:?} {} body {:04x} -> {verdict:?}",
                 observed.cseq,
                 observed.seq,
-                state.state.as_str()
+                state.state.as_str(),
+                observed.body_digest & 0xffff
             ),
         );
         if verdict == Verdict::Violating(Violation::Duplicate)

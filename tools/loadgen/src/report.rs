@@ -193,7 +193,7 @@ impl Report {
         let c = &self.checks;
         let _ = writeln!(
             out,
-            "  NOTIFY: {} received over {} dialogs, {} retransmissions, {} allowed repeats, {} coalesced changes, {} recomposed states, {} for unknown dialogs",
+            "  NOTIFY: {} received over {} dialogs, {} retransmissions, {} allowed repeats, {} coalesced changes, {} recomposed documents, {} for unknown dialogs",
             self.notify.received,
             c.dialogs,
             self.notify.retransmissions,
