@@ -749,8 +749,10 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 }
             };
             let cseq = d.next_cseq();
-            let outcome =
-                Box::pin(send(&edge, &d.record, d.protocol, d.remote, cseq, state, body)).await;
+            let outcome = Box::pin(send(
+                &edge, &d.record, d.protocol, d.remote, cseq, state, body,
+            ))
+            .await;
             match outcome {
                 Delivery::Delivered => d.last_version = signal.version,
                 Delivery::Refused(status) => {
