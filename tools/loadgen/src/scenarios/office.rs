@@ -125,7 +125,9 @@ enum Phase {
 /// One user's state, from its setup to its removals.
 struct Life {
     registration: Registration,
+    registered_at: Instant,
     publication: Publication,
+    published_at: Instant,
     seq: u64,
     dialogs: Vec<String>,
 }
@@ -280,7 +282,31 @@ async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life 
         ctx.publish_seq(i, &mut publication, 0).await;
     }
     let mut dialogs = Vec::with_capacity(buddies.len());
+    let (mut registered_at, mut published_at) = (Instant::now(), Instant::now());
+    let mut seq = 0;
+    let register_every = Duration::from_secs(u64::from(ctx.config.register_expires)) / 2;
+    let publish_every = Duration::from_secs(u64::from(ctx.config.publish_expires)) / 2;
     for &buddy in buddies {
+        // A loaded server can make a long buddy list take longer than the registration
+        // or the publication lives: refresh them on time meanwhile.
+        if registered_at.elapsed() >= register_every {
+            let _ = agent
+                .register(&mut registration, ctx.config.register_expires)
+                .await;
+            registered_at = Instant::now();
+        }
+        if published_at.elapsed() >= publish_every {
+            if publication.etag.is_some() {
+                let _ = agent
+                    .publish(&mut publication, None, ctx.config.publish_expires)
+                    .await;
+            }
+            if publication.etag.is_none() {
+                seq += 1;
+                ctx.publish_seq(i, &mut publication, seq).await;
+            }
+            published_at = Instant::now();
+        }
         let Ok(mut subscription) = agent.subscription(&users[buddy], i) else {
             continue;
         };
@@ -294,8 +320,10 @@ async fn set_up(ctx: &Ctx, i: usize, buddies: &[usize], users: &[User]) -> Life 
     }
     Life {
         registration,
+        registered_at,
         publication,
-        seq: 0,
+        published_at,
+        seq,
         dialogs,
     }
 }
@@ -327,8 +355,10 @@ async fn live(ctx: &Ctx, i: usize, mut life: Life, mut phases: watch::Receiver<P
     let now = Instant::now();
     // First refreshes spread between 30 % and 50 % of the lifetime, so they do not all
     // come at once; later ones at half of it.
-    let mut next_register = now + scaled(&mut rng, register_every * 2, 0.3, 0.5);
-    let mut next_refresh = now + scaled(&mut rng, publish_every * 2, 0.3, 0.5);
+    let mut next_register = (now + scaled(&mut rng, register_every * 2, 0.3, 0.5))
+        .min(life.registered_at + register_every);
+    let mut next_refresh = (now + scaled(&mut rng, publish_every * 2, 0.3, 0.5))
+        .min(life.published_at + publish_every);
     let mut next_subscribe = now + scaled(&mut rng, subscribe_every * 2, 0.3, 0.5);
     let mut next_change: Option<Instant> = None;
     loop {
