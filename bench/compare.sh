@@ -157,7 +157,7 @@ describe_machine() {
 | net.core.rmem_default / rmem_max | $(cat /proc/sys/net/core/rmem_default) / $(cat /proc/sys/net/core/rmem_max) |
 | sipp | $(sipp -v 2>&1 | awk '/SIPp v/ {sub(/\.$/, "", $2); print $2; exit}') (on the same cores as the servers) |
 | Kamailio | $(kamailio -v 2>/dev/null | awk '/^version:/ {print $3; exit}') |
-| our binaries | $bin_dir ($(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?") at the time of the run; built $(date -u -r "$bin_dir/presence-node" '+%Y-%m-%d %H:%M UTC' 2>/dev/null || echo "?")) |
+| our binaries | $bin_dir, built $(date -u -r "$bin_dir/presence-node" '+%Y-%m-%d %H:%M UTC' 2>/dev/null || echo "?") (the repository was at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "?") during the run) |
 EOF
 }
 describe_machine >"$out/machine.md"
@@ -202,7 +202,8 @@ for r in $(seq 1 "$repeat"); do
         log "ladder failed for $system $scenario (continuing)"
       # Keep the servers' own logs when they said more than their start-up lines.
       for f in "$current_run_dir"/*.log; do
-        [ "$(wc -l <"$f")" -gt 20 ] && tail -n 20 "$f" >"$run_out/raw/$system-$scenario-$(basename "$f")"
+        [ "$(wc -l <"$f")" -gt 20 ] &&
+          tail -n 20 "$f" | sed 's/\x1b\[[0-9;]*m//g' >"$run_out/raw/$system-$scenario-$(basename "$f")"
       done
       stop_current
     done

@@ -82,6 +82,7 @@ def ladder_metrics(rows, compare_rates):
         metrics[f"us_call_{rate}"] = num(at[0]["server_cpu_us_per_call"]) if at else None
         metrics[f"us_req_{rate}"] = num(at[0]["server_cpu_us_per_request"]) if at else None
         metrics[f"clean_{rate}"] = (at[0]["clean"] == "yes") if at else None
+        metrics[f"collapsed_{rate}"] = (at[0].get("collapsed") == "yes") if at else None
     return metrics
 
 
@@ -117,6 +118,17 @@ def main():
     def med(key, name):
         return median([m[name] for m in ladders[key]])
 
+    def cmp_cell(key, name, rate):
+        """CPU at a comparison rate: `*` when that step was not clean in
+        every run, `collapsed` when it collapsed in most."""
+        runs = ladders[key]
+        if sum(1 for m in runs if m[f"collapsed_{rate}"]) * 2 > len(runs):
+            return "collapsed"
+        value = fmt(med(key, name), 1)
+        if value != "—" and not all(m[f"clean_{rate}"] for m in runs):
+            value += "*"
+        return value
+
     lines = ["# SIP load: side by side", ""]
     if args.machine and os.path.exists(args.machine):
         lines += [open(args.machine).read().rstrip(), ""]
@@ -129,7 +141,8 @@ def main():
         "no failed call, no UDP receive drop on the server's SIP sockets; the highest clean "
         "rate is the highest step that was clean with every step below it clean too. "
         "CPU is the server's (every metered process), in % of one core or µs per successful "
-        "call / per client request; `—`: that step was not run (the ladder stopped earlier). "
+        "call / per client request; `—`: that step was not run (the ladder stopped earlier); "
+        "`*`: that step was not clean (a figure under overload); `collapsed`: not comparable. "
         "Response times are sipp's, in whole milliseconds (`<1`: under 1 ms). "
         "*Others' CPU*: what the rest of the machine used during the steps (median, % of one "
         "core; sipp and the server excluded): well above 0, the figures were disturbed.",
@@ -153,7 +166,7 @@ def main():
                          fmt(med(key, "clean_rate")), fmt(med(key, "cpu_pct_at_clean"), 1),
                          fmt_ms(med(key, "p50_at_clean")), fmt_ms(med(key, "p99_at_clean"))]
                 for rate in compare_rates:
-                    cells += [fmt(med(key, f"us_call_{rate}"), 1), fmt(med(key, f"us_req_{rate}"), 1)]
+                    cells += [cmp_cell(key, f"us_call_{rate}", rate), cmp_cell(key, f"us_req_{rate}", rate)]
                 cells += [fmt(med(key, "max_achieved")), fmt(med(key, "drops")), fmt(med(key, "failed")),
                           fmt(med(key, "rss_mb")), fmt(med(key, "pss_mb")), fmt(med(key, "other_cpu"), 0)]
                 lines.append("| " + " | ".join(cells) + " |")
