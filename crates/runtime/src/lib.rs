@@ -62,6 +62,21 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
     }
 }
 
+/// Cancelled streams a gRPC connection may have pending before the server
+/// closes it (h2's rapid-reset protection; its default is 20).
+const MAX_PENDING_RESETS: usize = 1024;
+
+/// A gRPC server builder with the settings every service shares. Streams a
+/// client cancels (a call past its deadline under load) are reset, and h2's
+/// default tolerance of 20 such resets in flight closes the whole
+/// connection, failing every other call on it; the callers are the
+/// cluster's own edges and applications with tokens, so far more are
+/// allowed before it counts as an attack.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+}
+
 /// The connections a gRPC server accepts on `listener`, with Nagle's
 /// algorithm off: a reply written in several frames (headers, message,
 /// trailers) must not wait for the peer's delayed ACK (tens of

@@ -398,18 +398,26 @@ impl Compositor {
         state_changed: bool,
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let announce = if state_changed {
-            record.version = (record.version + 1).max(now_ms);
-            record.composed = compose(presentity, &record.publications, &self.parsed);
-            Some(
-                Announcement::State {
-                    version: record.version,
-                    pidf: record.composed.clone(),
-                }
-                .to_message(presentity),
-            )
-        } else {
-            None
+        let composed = state_changed
+            .then(|| compose(presentity, &record.publications, &self.parsed))
+            // A change nobody can see (the expiry of a publication composition
+            // leaves out, such as the registration's behind a device's own)
+            // is stored without a new version: announcing the same document
+            // again would send every watcher a duplicate NOTIFY.
+            .filter(|composed| record.version == 0 || *composed != record.composed);
+        let announce = match composed {
+            Some(composed) => {
+                record.version = (record.version + 1).max(now_ms);
+                record.composed = composed;
+                Some(
+                    Announcement::State {
+                        version: record.version,
+                        pidf: record.composed.clone(),
+                    }
+                    .to_message(presentity),
+                )
+            }
+            None => None,
         };
         let earliest = record.publications.iter().map(|p| p.expires_at_ms).min();
         let latest = record.publications.iter().map(|p| p.expires_at_ms).max();

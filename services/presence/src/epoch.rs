@@ -10,8 +10,15 @@
 //! is gone. Edges learn the id from every lease renewal and restore their
 //! dialogs when it changes (`RestoreDialogs`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 use store::{Backend, Key, Kind, StoreError};
+
+/// Whether this process has read or created an epoch before: creating one
+/// after that means the backend lost its data; creating the first one is
+/// what every new backend (and every start of an in-memory node) does.
+static EPOCH_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// Entity of the one epoch record.
 const ENTITY: &str = "cluster";
@@ -27,6 +34,7 @@ fn key() -> Key {
 pub async fn current(backend: &dyn Backend) -> Result<String, StoreError> {
     for _ in 0..ATTEMPTS {
         if let Some(record) = backend.get_record(&key()).await? {
+            EPOCH_SEEN.store(true, Ordering::Relaxed);
             return String::from_utf8(record.value.to_vec()).map_err(|_| StoreError::Corrupt {
                 key: "epoch".into(),
                 reason: "epoch id is not UTF-8".into(),
@@ -38,11 +46,17 @@ pub async fn current(backend: &dyn Backend) -> Result<String, StoreError> {
             .await?
             .is_some()
         {
-            tracing::warn!(
-                epoch = %id,
-                "the state backend holds no epoch: it is new or LOST ITS DATA; created a new \
-                 epoch, edges will restore the dialogs they hold"
-            );
+            if EPOCH_SEEN.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    epoch = %id,
+                    "the state backend LOST ITS DATA (its epoch is gone); created a new \
+                     epoch, edges will restore the dialogs they hold"
+                );
+            } else {
+                // A new backend, or one that lost its data while no
+                // service ran: the edges, which knew the old epoch, warn.
+                tracing::info!(epoch = %id, "the state backend holds no epoch yet; created one");
+            }
             return Ok(id);
         }
         // Another replica created it first: read theirs.

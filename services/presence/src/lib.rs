@@ -95,7 +95,7 @@ pub async fn serve_service(
     health_reporter
         .set_serving::<rpc::presence::v1::presence_server::PresenceServer<grpc::PresenceService>>()
         .await;
-    tonic::transport::Server::builder()
+    runtime::grpc_server()
         // WatchPresence streams live for hours: pings keep idle connections
         // open through load balancers and let a vanished client's stream
         // end within a minute.

@@ -310,6 +310,49 @@ mod tests {
         }
     }
 
+    /// Removing a publication that composition leaves out (the
+    /// registration's, behind an application's own) changes nothing a
+    /// watcher sees: no new version and no announcement, so no duplicate
+    /// NOTIFY.
+    #[tokio::test]
+    async fn an_invisible_change_is_not_announced() {
+        let compositor = compositor();
+        let presentity = "alice@example.com";
+        let (control, mut feed) = compositor.backend().open_feed().await.expect("feed");
+        control.watch(presentity).await.expect("watch");
+        let now = 1_000_000;
+        let registration = SetSourceCommand {
+            source: crate::compositor::REGISTRATION_SOURCE.into(),
+            publisher: "registrar".into(),
+            ..set("available", None)
+        };
+        compositor
+            .set_source(&registration, now)
+            .await
+            .expect("registration");
+        let own = compositor
+            .set_source(&set("in-meeting", Some("Budget review")), now + 1)
+            .await
+            .expect("own publication");
+        let wait = std::time::Duration::from_millis(500);
+        for change in ["registration", "own publication"] {
+            let heard = tokio::time::timeout(wait, feed.recv()).await;
+            assert!(matches!(heard, Ok(Some(_))), "{change} announced");
+        }
+        compositor
+            .clear_source(presentity, crate::compositor::REGISTRATION_SOURCE, now + 2)
+            .await
+            .expect("registration removed");
+        let view = compositor.view(presentity).await.expect("view");
+        assert_eq!(view.version, own.version);
+        assert_eq!(view.note.as_deref(), Some("Budget review"));
+        let heard = tokio::time::timeout(wait, feed.recv()).await;
+        assert!(
+            heard.is_err(),
+            "nothing announced for an invisible change: {heard:?}"
+        );
+    }
+
     #[test]
     fn source_names_are_checked() {
         assert!(check_source("calendar").is_ok());

@@ -69,7 +69,7 @@ pub async fn serve_service(
     health_reporter
         .set_serving::<rpc::registrar::v1::registrar_server::RegistrarServer<grpc::RegistrarService>>()
         .await;
-    tonic::transport::Server::builder()
+    runtime::grpc_server()
         .layer(auth.layer())
         .add_service(health)
         .add_service(runtime::reflection_service()?)
