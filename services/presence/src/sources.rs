@@ -264,9 +264,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn status_names_round_trip_with_the_api_names() {
-        for status in [
+    /// Every simple status, and one custom.
+    fn all_statuses() -> Vec<PresenceStatus> {
+        vec![
             PresenceStatus::Available,
             PresenceStatus::Away,
             PresenceStatus::Busy,
@@ -275,7 +275,12 @@ mod tests {
             PresenceStatus::InMeeting,
             PresenceStatus::Offline,
             PresenceStatus::Custom("gardening".into()),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn status_names_round_trip_with_the_api_names() {
+        for status in all_statuses() {
             let name = crate::compositor::status_name(&status);
             assert_eq!(parse_status(&name).ok(), Some(status));
         }
@@ -287,17 +292,7 @@ mod tests {
     /// the parse of its text: the two must be equal for every status.
     #[test]
     fn status_documents_read_back_as_built() {
-        let statuses = [
-            PresenceStatus::Available,
-            PresenceStatus::Away,
-            PresenceStatus::Busy,
-            PresenceStatus::DoNotDisturb,
-            PresenceStatus::OnThePhone,
-            PresenceStatus::InMeeting,
-            PresenceStatus::Offline,
-            PresenceStatus::Custom("gardening".into()),
-        ];
-        for status in statuses {
+        for status in all_statuses() {
             for note in [None, Some("Back at 3 & <soon> \"maybe\" \u{e9}t\u{e9}")] {
                 let info = PresenceInfo {
                     note: note.map(str::to_string),
