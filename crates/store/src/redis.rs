@@ -349,12 +349,7 @@ impl RedisBackend {
             Some((_, member, due)) => invocation.arg("z").arg(due).arg(member),
             None => invocation.arg(""),
         };
-        let mut conn = self.inner.commands.clone();
-        let reply: Value = with_timeout(
-            self.inner.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
+        let reply = self.run_script(&invocation).await?;
         match reply {
             Value::Nil => Ok(None),
             Value::Int(1) => Ok(Some(new_rev)),
@@ -449,6 +444,20 @@ impl RedisBackend {
         with_timeout(
             self.inner.config.command_timeout,
             cmd.query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// Runs a script (EVALSHA, loading it after a server restart) under
+    /// the command timeout.
+    async fn run_script(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Value, StoreError> {
+        let mut conn = self.inner.commands.clone();
+        with_timeout(
+            self.inner.config.command_timeout,
+            invocation.invoke_async(&mut conn),
         )
         .await
     }
@@ -813,12 +822,7 @@ impl Backend for RedisBackend {
             Some(expected) => invocation.arg("1").arg(expected),
             None => invocation.arg("0").arg(""),
         };
-        let mut conn = self.inner.commands.clone();
-        let reply: Value = with_timeout(
-            self.inner.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
+        let reply = self.run_script(&invocation).await?;
         bytes_of(reply)
             .map(|bytes| bytes.map(Bytes::from))
             .map_err(|other| protocol_error("the take script", &other))
@@ -837,12 +841,7 @@ impl Backend for RedisBackend {
             .arg(field)
             .arg(expected)
             .arg(value.as_ref());
-        let mut conn = self.inner.commands.clone();
-        let reply: Value = with_timeout(
-            self.inner.config.command_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
+        let reply = self.run_script(&invocation).await?;
         match reply {
             Value::Int(1) => Ok(true),
             Value::Int(0) => Ok(false),
