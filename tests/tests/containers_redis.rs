@@ -15,6 +15,9 @@ use rpc::registrar::v1::registrar_client::RegistrarClient;
 use rpc::registrar::v1::LookupRequest;
 use sip::{HeaderName, Response, SubState};
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 /// REGISTERs until one is answered 200; returns when, and the refusals
 /// seen (status, has Retry-After).
@@ -186,6 +189,12 @@ async fn redis_paused_gives_503_with_retry_after_no_crash_and_recovers() {
     let answered_in = paused.elapsed();
     assert_eq!(refused.status(), 503, "REGISTER while Redis is frozen");
     assert!(refused.headers().get(&HeaderName::RetryAfter).is_some());
+    // Health tells the load balancer the truth: every call would fail.
+    let presence_url = cluster.presence_url(0).await;
+    let registrar_url = cluster.registrar_url(0).await;
+    for url in [&presence_url, &registrar_url] {
+        wait_for_health(url, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    }
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(paused.elapsed())).await;
     for (container, running) in cluster.all_running().await {
         assert!(
@@ -196,6 +205,9 @@ async fn redis_paused_gives_503_with_retry_after_no_crash_and_recovers() {
     cluster.redis.unpause().await.expect("unpausing Redis");
     let unpaused = Instant::now();
     let (recovered_at, _) = register_until_ok(&mut phone, &token, Duration::from_secs(60)).await;
+    for url in [&presence_url, &registrar_url] {
+        wait_for_health(url, ServingStatus::Serving, Duration::from_secs(15)).await;
+    }
 
     let reports = load.finish().await;
     all_503_have_retry_after(&reports);
@@ -231,6 +243,31 @@ async fn redis_paused_gives_503_with_retry_after_no_crash_and_recovers() {
         verdicts.iter().map(|v| v.notifies).sum::<usize>(),
         verdicts.len(),
     );
+}
+
+/// Polls the gRPC health service at `url` (the server as a whole) until it
+/// reports `wanted`; fails after `timeout`.
+async fn wait_for_health(url: &str, wanted: ServingStatus, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(channel) = Channel::from_shared(url.to_string())
+            .expect("health URL")
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel);
+            if let Ok(answer) = health.check(HealthCheckRequest::default()).await {
+                let status = answer.into_inner().status;
+                if status == wanted as i32 {
+                    return;
+                }
+                last = Some(status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{url}: health never became {wanted:?} within {timeout:?} (last: {last:?})");
 }
 
 /// Reads until the services answer again after a Redis restart.

@@ -20,6 +20,7 @@ mod grpc_api;
 mod loadkit_loadgen;
 mod loadkit_sipp;
 mod node;
+mod observe;
 mod presence_rules;
 mod presence_semantics;
 mod presencectl;

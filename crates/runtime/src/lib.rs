@@ -3,9 +3,13 @@
 //! reflection, so `grpcurl` works out of the box), shutdown signals and the
 //! allocator.
 
+mod grpc_metrics;
+
 use std::sync::Arc;
 
 use anyhow::Context;
+
+pub use grpc_metrics::GrpcMetricsLayer;
 use store::Backend;
 
 /// Every binary linking this crate allocates with mimalloc: a request
@@ -16,12 +20,17 @@ use store::Backend;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logging to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
-/// `LOG_FORMAT=json` (what log collectors in Kubernetes want).
+/// `LOG_FORMAT=json` (what log collectors in Kubernetes want); colours only
+/// when stderr is a terminal.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a file or a
+    // log collector's pipe are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let json = std::env::var("LOG_FORMAT")
         .map(|v| v == "json")
@@ -39,12 +48,14 @@ pub fn init_tracing() {
 /// server, `redis+cluster://host:port,host:port` for a Redis Cluster), or a
 /// fresh in-memory backend when no URL is given (single-process mode only:
 /// nothing is shared).
+///
+/// While Redis cannot be reached the process waits, retrying with backoff
+/// and saying why, instead of exiting: in a rolling start the services
+/// often come up before Redis does, and a crash loop only delays them. A
+/// URL that can never work (a syntax error) fails at once.
 pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>> {
     match redis_url {
         Some(url) => {
-            let backend = store::open(url)
-                .await
-                .with_context(|| format!("connecting to Redis at {url}"))?;
             let kind = if url.starts_with("redis+cluster://") {
                 "Redis Cluster"
             } else if url.starts_with("memory") {
@@ -52,6 +63,27 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
             } else {
                 "Redis"
             };
+            let mut backoff = Backoff::new();
+            let backend = loop {
+                match store::open(url).await {
+                    Ok(backend) => break backend,
+                    Err(store::StoreError::Unavailable(reason)) => {
+                        let wait = backoff.next();
+                        telemetry::health().fail("backend", reason.clone());
+                        tracing::warn!(
+                            %url,
+                            %reason,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "waiting for the state backend"
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("connecting to Redis at {url}"))
+                    }
+                }
+            };
+            telemetry::health().pass("backend");
             tracing::info!(%url, kind, "state backend");
             Ok(backend)
         }
@@ -59,6 +91,112 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
             tracing::info!("state backend: in-memory (single process)");
             Ok(Arc::new(store::memory::MemoryBackend::new()))
         }
+    }
+}
+
+/// Exponential backoff for waiting on a dependency at start: 250 ms,
+/// doubling, at most 10 s between attempts.
+pub struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The wait before the next attempt.
+    pub fn next(&mut self) -> std::time::Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How often [`monitor_backend`] pings the backend.
+const BACKEND_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a ping may take before the backend counts as unreachable.
+const BACKEND_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pings the backend every 2 s for as long as the task runs and keeps the
+/// `backend` readiness condition true to the answer: a replica whose Redis
+/// is gone fails every call, so it must stop looking healthy. Transitions
+/// are logged once each, not every ping.
+pub fn monitor_backend(backend: Arc<dyn Backend>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reachable = true;
+        loop {
+            let result = tokio::time::timeout(BACKEND_PING_TIMEOUT, backend.ping()).await;
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!(
+                    "no answer to a ping within {} ms",
+                    BACKEND_PING_TIMEOUT.as_millis()
+                )),
+            };
+            match failure {
+                None => {
+                    if !reachable {
+                        tracing::info!("the state backend answers again: ready");
+                    }
+                    reachable = true;
+                    telemetry::health().pass("backend");
+                }
+                Some(reason) => {
+                    if reachable {
+                        tracing::warn!(%reason, "the state backend is unreachable: not ready");
+                    }
+                    reachable = false;
+                    telemetry::health().fail("backend", reason);
+                }
+            }
+            tokio::time::sleep(BACKEND_PING_EVERY).await;
+        }
+    })
+}
+
+/// Keeps `reporter`'s statuses for `services` (and the server as a whole)
+/// equal to the process's readiness until the task is aborted.
+pub fn follow_health(
+    reporter: tonic_health::server::HealthReporter,
+    services: &'static [&'static str],
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ready = telemetry::health().subscribe();
+        loop {
+            let status = if *ready.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            for service in services {
+                reporter.set_service_status(*service, status).await;
+            }
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Serves metrics and health on `listen` when given (`--metrics-listen`).
+pub async fn metrics_endpoint(
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<telemetry::http::MetricsServer>> {
+    match listen {
+        Some(addr) => Ok(Some(telemetry::http::serve(addr).await?)),
+        None => Ok(None),
     }
 }
 
@@ -72,6 +210,10 @@ const MAX_PENDING_RESETS: usize = 1024;
 /// connection, failing every other call on it; the callers are the
 /// cluster's own edges and applications with tokens, so far more are
 /// allowed before it counts as an attack.
+///
+/// Every call's duration and status is recorded
+/// (`grpc_server_duration_seconds`): add [`GrpcMetricsLayer`] with
+/// `.layer(runtime::GrpcMetricsLayer)` before the other layers.
 pub fn grpc_server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
@@ -85,17 +227,52 @@ pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::ser
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// gRPC server reflection for the cluster's services.
-pub fn reflection_service() -> anyhow::Result<
+/// The gRPC services' full names, as health and reflection know them.
+pub const PRESENCE_SERVICE: &str = "presence.v1.Presence";
+pub const REGISTRAR_SERVICE: &str = "registrar.v1.Registrar";
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// gRPC server reflection listing exactly `services` (plus health and
+/// reflection itself), in both protocol versions: `grpcurl` speaks v1,
+/// many tools still speak only v1alpha (grpcio-reflection, older grpcurl).
+pub fn reflection_services(
+    services: &[&str],
+) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(rpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(rpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false);
+        for name in
+            services
+                .iter()
+                .copied()
+                .chain([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
+        {
+            builder = builder.with_service_name(name);
+        }
+        builder
+    };
+    let v1 = builder()
         .build_v1()
-        .context("building gRPC reflection")
+        .context("building gRPC reflection v1")?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .context("building gRPC reflection v1alpha")?;
+    Ok((v1, v1alpha))
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
@@ -122,4 +299,40 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested");
+    telemetry::health().start_draining();
+}
+
+/// `--metrics-listen`: where a process serves its metrics and health.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (`/metrics`) and health probes (`/livez`,
+    /// `/readyz`) over HTTP on this address, e.g. `0.0.0.0:9090`. Off when
+    /// not given.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint when configured; keep the result alive for as
+    /// long as it should serve.
+    pub async fn serve(&self) -> anyhow::Result<Option<telemetry::http::MetricsServer>> {
+        metrics_endpoint(self.metrics_listen).await
+    }
+}
+
+/// Refuses an expiry range that cannot work (`min` above `max`, or a
+/// zero `max`), naming the flags.
+pub fn check_expires_range(
+    min_flag: &str,
+    min: u32,
+    max_flag: &str,
+    max: u32,
+) -> anyhow::Result<()> {
+    if max == 0 {
+        anyhow::bail!("{max_flag} must be at least 1 second");
+    }
+    if min > max {
+        anyhow::bail!("{min_flag} ({min}) is greater than {max_flag} ({max})");
+    }
+    Ok(())
 }

@@ -28,8 +28,10 @@
 #![warn(missing_docs)]
 
 mod feed;
+pub mod metrics;
 pub mod memory;
 pub mod redis;
+pub mod sweep;
 pub mod testing;
 
 pub use feed::FEED_CAPACITY;

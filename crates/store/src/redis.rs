@@ -468,13 +468,20 @@ async fn with_timeout<T>(
     limit: Duration,
     future: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, future).await {
-        Ok(result) => result.map_err(map_error),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "Redis did not answer within {} ms",
-            limit.as_millis()
-        ))),
-    }
+    let started = std::time::Instant::now();
+    let (result, outcome) = match tokio::time::timeout(limit, future).await {
+        Ok(Ok(value)) => (Ok(value), "ok"),
+        Ok(Err(e)) => (Err(map_error(e)), "error"),
+        Err(_) => (
+            Err(StoreError::Unavailable(format!(
+                "Redis did not answer within {} ms",
+                limit.as_millis()
+            ))),
+            "timeout",
+        ),
+    };
+    crate::metrics::command(outcome, started.elapsed());
+    result
 }
 
 /// Sorts a Redis error into "try again later" or "does not make sense".
@@ -1079,6 +1086,7 @@ impl FeedShared {
     /// task to reconnect.
     fn abandon(&self, link: &mut Option<Link>, err: &StoreError) {
         tracing::warn!(error = %err, "change feed connection failed; reconnecting");
+        crate::metrics::metrics().feed_reconnects.inc();
         *link = None;
         self.reconnect.notify_one();
     }

@@ -330,10 +330,12 @@ impl Authenticator {
         request: &Request,
         source: &Source,
     ) -> Result<Identity, Box<Response>> {
-        match &*self.inner {
+        let decision = match &*self.inner {
             Inner::Disabled => from_header_identity(request),
             Inner::Checked(checked) => checked.authenticate(request, source).await,
-        }
+        };
+        record_decision(request, &decision);
+        decision
     }
 }
 
@@ -892,4 +894,50 @@ mod tests {
         std::fs::remove_file(&path)?;
         Ok(())
     }
+}
+
+/// Counts an authentication decision (`sip_auth`): the scheme that
+/// succeeded, or the one presented when refused (`none` without
+/// credentials), and the outcome.
+fn record_decision(request: &Request, decision: &Result<Identity, Box<Response>>) {
+    let (scheme, outcome) = match decision {
+        Ok(identity) => (
+            match identity.method {
+                AuthMethod::Bearer => "bearer",
+                AuthMethod::Digest => "digest",
+                AuthMethod::TrustedPeer => "trusted-peer",
+                AuthMethod::None => "none",
+            },
+            "accepted",
+        ),
+        Err(response) => {
+            let presented = request
+                .headers()
+                .lines(&HeaderName::Authorization)
+                .next()
+                .map(|line| line.trim_start().as_bytes());
+            let scheme = match presented {
+                None => "none",
+                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"bearer") => {
+                    "bearer"
+                }
+                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"digest") => {
+                    "digest"
+                }
+                Some(_) => "other",
+            };
+            let outcome = match response.status() {
+                401 | 407 if scheme == "none" => "challenged",
+                401 | 407 | 403 => "refused",
+                400 => "malformed",
+                503 => "unavailable",
+                _ => "other",
+            };
+            (scheme, outcome)
+        }
+    };
+    crate::metrics::metrics()
+        .auth
+        .get_or_create(&crate::metrics::AuthLabels { scheme, outcome })
+        .inc();
 }

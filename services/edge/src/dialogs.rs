@@ -430,12 +430,13 @@ impl Dialogs {
         w.latest = Some((version, pidf.clone()));
         w.heard_at = heard;
         index.heard = heard;
+        let mut signalled = 0u32;
         for entry in index
             .dialogs
             .values()
             .filter(|e| e.presentity == presentity)
         {
-            entry.signal.send_if_modified(|s| {
+            let changed = entry.signal.send_if_modified(|s| {
                 if version > s.version && s.mode == Mode::Presence {
                     s.version = version;
                     s.pidf = pidf.clone();
@@ -444,7 +445,11 @@ impl Dialogs {
                     false
                 }
             });
+            signalled += u32::from(changed);
         }
+        crate::metrics::metrics()
+            .fanout_size
+            .observe(f64::from(signalled));
     }
 
     /// Every live dialog as it stands now: destination, last CSeq and

@@ -15,6 +15,7 @@
 //! * [`dialogs`] — the dialogs this edge holds and their NOTIFY senders.
 //! * [`fanout`] — channel messages to NOTIFYs.
 //! * [`replicas`] — client-side balancing over the services' replicas.
+//! * [`metrics`] — what the edge reports on `--metrics-listen`.
 
 // Handlers answer a refused request with the SIP response itself
 // (`Result<_, sip::Response>`). A response is large because its headers are
@@ -29,6 +30,7 @@ pub mod dialogs;
 pub mod fanout;
 pub mod lease;
 pub mod methods;
+pub mod metrics;
 pub mod replicas;
 pub mod services;
 pub mod transaction;
@@ -132,6 +134,7 @@ pub async fn start_with(
         dialogs: dialogs::Dialogs::new(feed),
         config,
     });
+    metrics::register_collector(&edge);
     let mut tasks = transport::serve(edge.clone(), bound.clone());
     tasks.push(tokio::spawn(fanout::run(edge.clone(), feed_rx)));
     tasks.push(tokio::spawn(transaction::purge_loop(edge.clone())));

@@ -112,7 +112,14 @@ macro_rules! forward_rpcs {
         impl $api for $ty {
             $(
                 async fn $rpc(&self, request: $req) -> Result<$resp, Status> {
-                    self.0.clone().$rpc(request).await.map(tonic::Response::into_inner)
+                    let started = std::time::Instant::now();
+                    let result = self.0.clone().$rpc(request).await.map(tonic::Response::into_inner);
+                    crate::metrics::rpc(
+                        stringify!($rpc),
+                        result.as_ref().map(|_| ()).map_err(Status::code),
+                        started.elapsed(),
+                    );
+                    result
                 }
             )*
         }

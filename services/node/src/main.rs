@@ -69,6 +69,8 @@ struct Args {
     /// Require bearer tokens with presence:* scopes on the gRPC API.
     #[arg(long, env = "GRPC_AUTH", default_value_t = false)]
     grpc_auth: bool,
+    #[command(flatten)]
+    metrics: runtime::MetricsArgs,
 }
 
 fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
@@ -80,7 +82,9 @@ fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let args = Args::parse();
+    let _metrics = args.metrics.serve().await?;
     let backend = runtime::backend(args.redis_url.as_deref()).await?;
+    let monitor = runtime::monitor_backend(backend.clone());
 
     let presence_listener = tokio::net::TcpListener::bind(args.presence_listen)
         .await
@@ -157,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         r = registrar_task => tracing::error!(result = ?r, "registrar service stopped"),
     }
     running.abort();
+    monitor.abort();
     presence_sweeper.abort();
     registrar_sweeper.abort();
     Ok(())

@@ -55,9 +55,11 @@ pub async fn serve(
     auth: grpc_auth::ApiAuth,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let monitor = runtime::monitor_backend(backend.clone());
     let (service, sweeper) = start(backend, config, sweep_interval);
     let result = serve_service(listener, service, auth, shutdown).await;
     sweeper.abort();
+    monitor.abort();
     result
 }
 
@@ -92,20 +94,24 @@ pub async fn serve_service(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<rpc::presence::v1::presence_server::PresenceServer<grpc::PresenceService>>()
-        .await;
-    runtime::grpc_server()
+    let health_follower = runtime::follow_health(health_reporter, &[runtime::PRESENCE_SERVICE]);
+    let (reflection_v1, reflection_v1alpha) =
+        runtime::reflection_services(&[runtime::PRESENCE_SERVICE])?;
+    let served = runtime::grpc_server()
         // WatchPresence streams live for hours: pings keep idle connections
         // open through load balancers and let a vanished client's stream
         // end within a minute.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .layer(runtime::GrpcMetricsLayer)
         .layer(auth.layer())
         .add_service(health)
-        .add_service(runtime::reflection_service()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(rpc::presence::v1::presence_server::PresenceServer::from_arc(service))
         .serve_with_incoming_shutdown(runtime::grpc_incoming(listener), shutdown)
         .await
-        .map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"))
+        .map_err(|e| anyhow::anyhow!("presence gRPC server: {e}"));
+    health_follower.abort();
+    served
 }

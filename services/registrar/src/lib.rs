@@ -32,9 +32,11 @@ pub async fn serve(
     auth: grpc_auth::ApiAuth,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let monitor = runtime::monitor_backend(backend.clone());
     let (service, sweeper) = start(backend, config, sweep_interval);
     let result = serve_service(listener, service, auth, shutdown).await;
     sweeper.abort();
+    monitor.abort();
     result
 }
 
@@ -66,15 +68,19 @@ pub async fn serve_service(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<rpc::registrar::v1::registrar_server::RegistrarServer<grpc::RegistrarService>>()
-        .await;
-    runtime::grpc_server()
+    let health_follower = runtime::follow_health(health_reporter, &[runtime::REGISTRAR_SERVICE]);
+    let (reflection_v1, reflection_v1alpha) =
+        runtime::reflection_services(&[runtime::REGISTRAR_SERVICE])?;
+    let served = runtime::grpc_server()
+        .layer(runtime::GrpcMetricsLayer)
         .layer(auth.layer())
         .add_service(health)
-        .add_service(runtime::reflection_service()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(rpc::registrar::v1::registrar_server::RegistrarServer::from_arc(service))
         .serve_with_incoming_shutdown(runtime::grpc_incoming(listener), shutdown)
         .await
-        .map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"))
+        .map_err(|e| anyhow::anyhow!("registrar gRPC server: {e}"));
+    health_follower.abort();
+    served
 }

@@ -38,12 +38,21 @@ struct Args {
     /// Who may call the gRPC API (bearer tokens with presence:* scopes).
     #[command(flatten)]
     auth: grpc_auth::ApiAuthArgs,
+    #[command(flatten)]
+    metrics: runtime::MetricsArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let args = Args::parse();
+    runtime::check_expires_range(
+        "--min-expires",
+        args.min_expires,
+        "--max-expires",
+        args.max_expires,
+    )?;
+    let _metrics = args.metrics.serve().await?;
     let backend = runtime::backend(args.redis_url.as_deref()).await?;
     let config = RegistrarConfig {
         min_expires: args.min_expires,

@@ -29,13 +29,20 @@ struct Args {
     /// Redis URL of the cluster, where presentity channels are heard.
     #[arg(long, env = "REDIS_URL")]
     redis_url: String,
+    #[command(flatten)]
+    metrics: runtime::MetricsArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let args = Args::parse();
+    // Served first, so that probes see why a starting edge is not ready
+    // (waiting for Redis or the identity provider) and that readiness
+    // fails while it drains.
+    let _metrics = args.metrics.serve().await?;
     let feed = runtime::backend(Some(&args.redis_url)).await?;
+    let monitor = runtime::monitor_backend(feed.clone());
     let authn = args.auth.authenticator(None).await?;
     let mut config = args
         .sip
@@ -49,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
     let running = edge::start(config, authn, feed).await?;
     runtime::shutdown_signal().await;
     running.drain().await;
+    monitor.abort();
     Ok(())
 }

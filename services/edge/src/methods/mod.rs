@@ -101,6 +101,8 @@ fn on_response(edge: &Edge, response: &Response) {
 }
 
 async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
+    let received = std::time::Instant::now();
+    let method = crate::metrics::method_label(request.method());
     let key = match transaction_key(&mut request, source, edge.config.force_rport) {
         Ok(key) => key,
         Err(response) => {
@@ -121,13 +123,23 @@ async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
         Err(_) => source,
     };
     match edge.server_transactions.begin(&key) {
-        Begin::New => {}
+        Begin::New => {
+            crate::metrics::metrics()
+                .requests
+                .get_or_create(&crate::metrics::MethodLabel { method })
+                .inc();
+        }
         Begin::Retransmission(Some((response, to))) => {
+            crate::metrics::metrics().retransmissions.inc();
             send(&edge, to, response).await;
             return;
         }
-        Begin::Retransmission(None) => return,
+        Begin::Retransmission(None) => {
+            crate::metrics::metrics().retransmissions.inc();
+            return;
+        }
         Begin::Overloaded => {
+            crate::metrics::metrics().overloaded.inc();
             tracing::warn!(remote = %source.remote, "too many open transactions; answering 503");
             let mut busy = Response::for_request(&request, 503)
                 .header(HeaderName::RetryAfter, edge.config.retry_after)
@@ -148,6 +160,7 @@ async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
     edge.server_transactions
         .complete(&key, bytes.clone(), reply_to);
     send(&edge, reply_to, bytes).await;
+    crate::metrics::answered(method, response.status(), received.elapsed());
     if let Some(dialog) = outcome.then {
         edge.dialogs.activate(&edge, dialog);
     }

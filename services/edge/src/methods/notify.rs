@@ -168,7 +168,7 @@ pub async fn send(
         Ok(r) => r,
         Err(e) => return Delivery::Gone(e),
     };
-    match edge
+    let delivery = match edge
         .client_transactions
         .request(edge, protocol, remote, &branch, request.to_bytes())
         .await
@@ -177,7 +177,17 @@ pub async fn send(
         Ok(status @ (408 | 481)) => Delivery::Gone(format!("NOTIFY answered {status}")),
         Ok(status) => Delivery::Refused(status),
         Err(e) => Delivery::Gone(e.to_string()),
-    }
+    };
+    let result = match delivery {
+        Delivery::Delivered => "delivered",
+        Delivery::Refused(_) => "refused",
+        Delivery::Gone(_) => "gone",
+    };
+    crate::metrics::metrics()
+        .notifies
+        .get_or_create(&crate::metrics::NotifyLabels { result })
+        .inc();
+    delivery
 }
 
 /// Removes a subscription from the presence service (idempotent).

@@ -336,6 +336,14 @@ pub struct Transports {
 }
 
 impl Transports {
+    /// The local ports of the UDP sockets (for their kernel counters).
+    pub fn udp_ports(&self) -> Vec<u16> {
+        self.udp
+            .iter()
+            .filter_map(|(_, socket)| socket.local_addr().ok().map(|a| a.port()))
+            .collect()
+    }
+
     /// Fails when the advertised host does not make a valid SIP URI.
     pub fn new(config: &EdgeConfig, bound: &Bound) -> anyhow::Result<Self> {
         let listeners = bound.all();
