@@ -12,7 +12,8 @@ What is checked, and why:
   privilege escalation, read-only root filesystem, every capability
   dropped, CPU and memory requests and a memory limit; pods do not mount a
   service account token and use no host namespaces or host paths.
-- Deployments and StatefulSets: readiness and liveness probes; every
+- Deployments and StatefulSets: readiness and liveness probes (a probe
+  of the metrics port needs METRICS_LISTEN, or it never answers); every
   Deployment has a HorizontalPodAutoscaler, a PodDisruptionBudget, topology
   spread constraints and a preStop hook.
 - Secrets stay secret: ConfigMaps hold no secret-looking key, private key or
@@ -51,10 +52,6 @@ BINARY_SOURCES = {
 }
 # Read by every binary outside clap (crates/runtime, crates/telemetry).
 COMMON_SOURCES = ["crates/runtime/src", "crates/telemetry/src"]
-# Variables the manifests may set before the binaries read them:
-# METRICS_LISTEN (--metrics-listen, the metrics and readiness endpoint) is
-# being added; until then it is ignored.
-ANNOUNCED = {"METRICS_LISTEN"}
 # Read by tracing-subscriber's EnvFilter, not by name in this code.
 IMPLICIT = {"RUST_LOG"}
 
@@ -98,7 +95,7 @@ class Checker:
         self.source = source
         self.errors = []
         self.env_by_binary = {
-            binary: declared_env(paths + COMMON_SOURCES) | ANNOUNCED | IMPLICIT
+            binary: declared_env(paths + COMMON_SOURCES) | IMPLICIT
             for binary, paths in BINARY_SOURCES.items()
         }
 
@@ -172,6 +169,11 @@ class Checker:
         caps = sc.get("capabilities", {})
         if "ALL" not in caps.get("drop", []) or caps.get("add"):
             self.fail(obj, f"container {name}: capabilities must drop ALL and add none")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            handler = c.get(probe, {})
+            port = next((h.get("port") for h in handler.values() if isinstance(h, dict) and "port" in h), None)
+            if port in ("metrics", 9090) and "METRICS_LISTEN" not in {e["name"] for e in c.get("env", [])}:
+                self.fail(obj, f"container {name}: {probe} uses the metrics port, but METRICS_LISTEN is not set")
         resources = c.get("resources", {})
         for kind_, resource in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
             if resource not in resources.get(kind_, {}):
@@ -345,6 +347,8 @@ MUTATIONS = [
      "no token provider"),
     ("no default deny", lambda o: o.remove(next(x for x in o if x["kind"] == "NetworkPolicy" and x["metadata"]["name"] == "default-deny")),
      "no default-deny"),
+    ("probe on a metrics port that is off", lambda o: container_of(o, "Deployment", "edge")["env"].remove(
+        env_entry(container_of(o, "Deployment", "edge"), "METRICS_LISTEN")), "METRICS_LISTEN is not set"),
     ("no autoscaler", lambda o: o.remove(next(x for x in o if x["kind"] == "HorizontalPodAutoscaler")), "no HorizontalPodAutoscaler"),
 ]
 
