@@ -28,8 +28,8 @@
 #![warn(missing_docs)]
 
 mod feed;
-pub mod metrics;
 pub mod memory;
+pub mod metrics;
 pub mod redis;
 pub mod sweep;
 pub mod testing;
@@ -266,6 +266,29 @@ pub trait Backend: Send + Sync + 'static {
         now: UnixMillis,
         limit: usize,
     ) -> Result<Vec<(String, UnixMillis)>, StoreError>;
+
+    /// Claims up to `limit` members due at or before `now`, earliest first,
+    /// for one sweeper: each is moved to `hold_until` in the same atomic
+    /// step, so concurrent sweepers (other replicas) claim other members,
+    /// and a sweeper that dies mid-batch leaves its members due again at
+    /// `hold_until`. Returns the members with the due times they had.
+    ///
+    /// The claimant then handles each member and either schedules it again
+    /// ([`Backend::schedule`], which ends the claim) or lets
+    /// [`Backend::release`] drop it.
+    async fn claim_due(
+        &self,
+        schedule: Schedule,
+        now: UnixMillis,
+        limit: usize,
+        hold_until: UnixMillis,
+    ) -> Result<Vec<(String, UnixMillis)>, StoreError>;
+
+    /// Removes each of `members` from the schedule if it is still held by
+    /// a claim ([`Backend::claim_due`]); a member scheduled again since its
+    /// claim — by a write that re-armed it, or by the sweeper itself — is
+    /// kept. Returns how many were removed.
+    async fn release(&self, schedule: Schedule, members: &[String]) -> Result<usize, StoreError>;
 
     /// Publishes a message on its entity's channel (outside any record swap).
     async fn publish(&self, message: ChannelMessage) -> Result<(), StoreError>;

@@ -18,7 +18,7 @@
 //!   the subscriber gets [`FeedItem::Resync`] instead of the lost messages.
 //!   Nothing here ever disconnects, so that is the only source of resyncs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,6 +134,28 @@ impl RecordTable {
 struct ScheduleSet {
     by_due: BTreeSet<(UnixMillis, String)>,
     due_of: HashMap<String, UnixMillis>,
+    /// Members held by a sweeper's claim and not scheduled since.
+    claimed: HashSet<String>,
+}
+
+impl ScheduleSet {
+    fn put(&mut self, member: &str, due: UnixMillis) {
+        if let Some(previous) = self.due_of.insert(member.to_owned(), due) {
+            self.by_due.remove(&(previous, member.to_owned()));
+        }
+        self.by_due.insert((due, member.to_owned()));
+    }
+
+    fn remove(&mut self, member: &str) -> bool {
+        self.claimed.remove(member);
+        match self.due_of.remove(member) {
+            Some(previous) => {
+                self.by_due.remove(&(previous, member.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Routes channel messages to the feeds watching each entity.
@@ -372,21 +394,56 @@ impl Backend for MemoryBackend {
     ) -> Result<(), StoreError> {
         let mut schedules = lock(&self.inner.schedules);
         let set = schedules.entry(schedule).or_default();
-        if let Some(previous) = set.due_of.insert(member.to_owned(), due) {
-            set.by_due.remove(&(previous, member.to_owned()));
-        }
-        set.by_due.insert((due, member.to_owned()));
+        set.claimed.remove(member);
+        set.put(member, due);
         Ok(())
     }
 
     async fn unschedule(&self, schedule: Schedule, member: &str) -> Result<(), StoreError> {
         let mut schedules = lock(&self.inner.schedules);
         if let Some(set) = schedules.get_mut(&schedule) {
-            if let Some(previous) = set.due_of.remove(member) {
-                set.by_due.remove(&(previous, member.to_owned()));
-            }
+            set.remove(member);
         }
         Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        schedule: Schedule,
+        now: UnixMillis,
+        limit: usize,
+        hold_until: UnixMillis,
+    ) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        let mut schedules = lock(&self.inner.schedules);
+        let Some(set) = schedules.get_mut(&schedule) else {
+            return Ok(Vec::new());
+        };
+        let claimed: Vec<(String, UnixMillis)> = set
+            .by_due
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .take(limit)
+            .map(|(due, member)| (member.clone(), *due))
+            .collect();
+        for (member, _) in &claimed {
+            set.put(member, hold_until);
+            set.claimed.insert(member.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn release(&self, schedule: Schedule, members: &[String]) -> Result<usize, StoreError> {
+        let mut schedules = lock(&self.inner.schedules);
+        let Some(set) = schedules.get_mut(&schedule) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for member in members {
+            if set.claimed.contains(member) && set.remove(member) {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn due(

@@ -24,6 +24,9 @@
 //! expired record disappears whole and reads as absent (revision 0). A map
 //! is a plain hash of field to value without TTL. The schedule keys are
 //! global and never touched in the same atomic step as entity keys.
+//! A sweeper's claim ([`Backend::claim_due`]) moves members to a
+//! fractional score (`hold_until + 0.5` ms), which no other writer uses, so
+//! [`Backend::release`] can tell "still claimed" from "scheduled again".
 //!
 //! # Atomicity
 //!
@@ -160,6 +163,8 @@ struct Inner {
     cas_script: redis::Script,
     take_script: redis::Script,
     replace_script: redis::Script,
+    claim_script: redis::Script,
+    release_script: redis::Script,
 }
 
 /// What the backend talks to, and so which pub/sub flavour it uses.
@@ -301,6 +306,40 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 ";
 
+/// Claims due members of one schedule for a sweeper.
+///
+/// KEYS[1] the schedule sorted set. ARGV[1] now (ms), ARGV[2] limit,
+/// ARGV[3] the hold score. Returns the claimed members with their scores,
+/// flat. The hold score is `hold_until + 0.5`: every other writer of a
+/// schedule sets whole milliseconds, so a fractional score means "claimed
+/// and not scheduled since", which is what [`RELEASE_SCRIPT`] checks.
+const CLAIM_SCRIPT: &str = r"
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2], 'WITHSCORES')
+for i = 1, #due, 2 do
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], due[i])
+end
+return due
+";
+
+/// Drops claimed members nobody scheduled again.
+///
+/// KEYS[1] the schedule sorted set. ARGV the members. Returns how many
+/// were removed.
+const RELEASE_SCRIPT: &str = r"
+local removed = 0
+for i = 1, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score then
+    local n = tonumber(score)
+    if n ~= math.floor(n) then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      removed = removed + 1
+    end
+  end
+end
+return removed
+";
+
 /// The longest TTL passed to Redis (about 100 years). Longer ones are
 /// clamped so that `now + ttl` cannot overflow on the server.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -424,6 +463,8 @@ impl RedisBackend {
                 cas_script: redis::Script::new(CAS_SCRIPT),
                 take_script: redis::Script::new(TAKE_SCRIPT),
                 replace_script: redis::Script::new(REPLACE_SCRIPT),
+                claim_script: redis::Script::new(CLAIM_SCRIPT),
+                release_script: redis::Script::new(RELEASE_SCRIPT),
             }),
         }
     }
@@ -897,6 +938,45 @@ impl Backend for RedisBackend {
             .into_iter()
             .map(|(member, score)| Ok((string_of(member, "schedule member")?, due_of(score)?)))
             .collect()
+    }
+
+    async fn claim_due(
+        &self,
+        schedule: Schedule,
+        now: UnixMillis,
+        limit: usize,
+        hold_until: UnixMillis,
+    ) -> Result<Vec<(String, UnixMillis)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.inner.claim_script.prepare_invoke();
+        invocation
+            .key(schedule_key(schedule))
+            .arg(now)
+            .arg(limit)
+            .arg(format!("{hold_until}.5"));
+        let reply = self.run_script(&invocation).await?;
+        let pairs = pairs(reply).map_err(|other| protocol_error("the claim script", &other))?;
+        pairs
+            .into_iter()
+            .map(|(member, score)| Ok((string_of(member, "schedule member")?, due_of(score)?)))
+            .collect()
+    }
+
+    async fn release(&self, schedule: Schedule, members: &[String]) -> Result<usize, StoreError> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.inner.release_script.prepare_invoke();
+        invocation.key(schedule_key(schedule));
+        for member in members {
+            invocation.arg(member.as_str());
+        }
+        match self.run_script(&invocation).await? {
+            Value::Int(removed) => Ok(usize::try_from(removed).unwrap_or(0)),
+            other => Err(protocol_error("the release script", &other)),
+        }
     }
 
     async fn publish(&self, message: ChannelMessage) -> Result<(), StoreError> {

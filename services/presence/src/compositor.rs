@@ -21,8 +21,10 @@ use crate::parsed::ParsedBodies;
 use crate::Announcement;
 
 const CAS_ATTEMPTS: usize = 16;
-/// A presentity record with no publication left is kept this long, so its
-/// version survives short gaps between publications.
+/// How long a presentity record outlives its latest publication in the
+/// backend. The sweeper deletes a record soon after its last publication
+/// goes (once its version is in the past); the TTL is only a backstop, and
+/// must never drop a record whose expiry the sweeper has not yet announced.
 const EMPTY_RECORD_TTL_MS: u64 = 24 * 3600 * 1000;
 /// The source of the registrar's publication (registration-driven
 /// presence): composed only while the presentity has no other publication.
@@ -367,17 +369,35 @@ impl Compositor {
             record.publications.retain(|p| p.expires_at_ms > now_ms);
             if record.publications.len() == before {
                 match record.publications.iter().map(|p| p.expires_at_ms).min() {
+                    // Refreshed since it was scheduled: re-armed.
                     Some(due) => {
                         self.backend
                             .schedule(Schedule::Publications, presentity, due)
                             .await?
                     }
+                    None if rev == 0 => {}
+                    // An empty record whose version is in the past goes: a
+                    // record created later starts at a version of at least
+                    // its creation time, so versions still only go forward.
+                    None if record.version < now_ms => {
+                        let deleted = self
+                            .backend
+                            .cas_record(&Self::key(presentity), rev, None, None, None)
+                            .await?;
+                        if deleted.is_none() {
+                            continue;
+                        }
+                    }
                     None => {
                         self.backend
-                            .unschedule(Schedule::Publications, presentity)
+                            .schedule(Schedule::Publications, presentity, record.version + 1)
                             .await?
                     }
                 }
+                // Nothing re-armed is dropped from the schedule by the
+                // sweeper's release, which keeps an entry a concurrent
+                // PUBLISH wrote meanwhile (an unconditional unschedule here
+                // could remove it).
                 return Ok(None);
             }
             if let Some(version) = self.save(presentity, rev, record, true, now_ms).await? {
@@ -419,35 +439,32 @@ impl Compositor {
             }
             None => None,
         };
-        let earliest = record.publications.iter().map(|p| p.expires_at_ms).min();
+        // A record left without publications is scheduled too, for deletion
+        // once its version is in the past (see `expire`).
+        let due = record
+            .publications
+            .iter()
+            .map(|p| p.expires_at_ms)
+            .min()
+            .unwrap_or(record.version + 1);
         let latest = record.publications.iter().map(|p| p.expires_at_ms).max();
         let ttl = latest.map_or(EMPTY_RECORD_TTL_MS, |l| {
             l.saturating_sub(now_ms) + EMPTY_RECORD_TTL_MS
         });
         let value = serde_json::to_vec(&record).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let key = Self::key(presentity);
-        let value = Some(Bytes::from(value));
-        // The earliest expiry is scheduled with the write (one round trip
-        // on a single Redis server), never after it.
-        let done = match earliest {
-            Some(due) => {
-                self.backend
-                    .cas_record_scheduled(
-                        &key,
-                        rev,
-                        value,
-                        Some(ttl),
-                        announce,
-                        (Schedule::Publications, presentity, due),
-                    )
-                    .await?
-            }
-            None => {
-                self.backend
-                    .cas_record(&key, rev, value, Some(ttl), announce)
-                    .await?
-            }
-        };
+        // The due time is scheduled with the write (one round trip on a
+        // single Redis server), never after it.
+        let done = self
+            .backend
+            .cas_record_scheduled(
+                &Self::key(presentity),
+                rev,
+                Some(Bytes::from(value)),
+                Some(ttl),
+                announce,
+                (Schedule::Publications, presentity, due),
+            )
+            .await?;
         Ok(done.map(|_| record.version))
     }
 }

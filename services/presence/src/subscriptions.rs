@@ -611,10 +611,12 @@ impl Subscriptions {
         // Only the caller whose take succeeds announces; a refresh that
         // rewrote the record in between makes the take fail.
         let taken = backend.map_take(&key, dialog_id, Some(&raw)).await?;
-        backend.unschedule(Schedule::Subscriptions, member).await?;
         if taken.is_none() {
+            // Not unscheduled here: the refresh that won re-armed the entry,
+            // and the sweeper's release keeps a re-armed entry.
             return Ok(false);
         }
+        backend.unschedule(Schedule::Subscriptions, member).await?;
         ownership::unindex(backend.as_ref(), &record.dialog.edge_id, member).await?;
         backend
             .publish(

@@ -1,48 +1,132 @@
 //! Expiry of publications and subscriptions, driven by the backend's
-//! schedules (never a scan). Any number of replicas may sweep at once: every
-//! removal is a compare-and-swap or a conditional take, so each expiry is
+//! schedules (never a scan). Any number of replicas may sweep at once: each
+//! claims its own batches of due members (`store::sweep`), and every removal
+//! is still a compare-and-swap or a conditional take, so each expiry is
 //! acted on — re-composed, announced, NOTIFYed — exactly once.
+//!
+//! A pass drains everything due, in bounded batches, however much that is;
+//! between passes the sweeper sleeps until the next member falls due (at
+//! most the sweep interval). How far behind it is, and how much it removed,
+//! is in [`stats`]. Presentities and dialogs are personal data: they are
+//! logged per item at debug only; info gets counts, at most once a minute.
 
 use std::time::Duration;
 
+use store::sweep::{self, Drained, Handled, Report, SweepSnapshot, SweepStats};
 use store::Schedule;
 
 use crate::{now_ms, Compositor, Subscriptions};
 
-const BATCH: usize = 256;
+static PUBLICATIONS: SweepStats = SweepStats::new();
+static SUBSCRIPTIONS: SweepStats = SweepStats::new();
 
-/// Runs forever, sweeping every `interval`; errors are logged and retried.
+/// The sweep statistics of this process's presence sweeper, both schedules
+/// together: the larger backlog age, the sums of the counters. A
+/// subscription that ends counts as removed.
+pub fn stats() -> SweepSnapshot {
+    PUBLICATIONS.snapshot().combine(SUBSCRIPTIONS.snapshot())
+}
+
+/// The statistics of publication expiry alone.
+pub fn publication_stats() -> SweepSnapshot {
+    PUBLICATIONS.snapshot()
+}
+
+/// The statistics of subscription expiry alone.
+pub fn subscription_stats() -> SweepSnapshot {
+    SUBSCRIPTIONS.snapshot()
+}
+
+/// Runs forever: a pass, then a pause until the next member falls due (at
+/// most `interval`); errors are logged and retried.
 pub async fn run(compositor: Compositor, subscriptions: Subscriptions, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report: Report<(Drained, Drained)> = Report::default();
     loop {
-        tick.tick().await;
-        if let Err(e) = sweep_once(&compositor, &subscriptions).await {
-            tracing::warn!(error = %e, "presence sweep failed; retrying at next pass");
+        match sweep_passes(&compositor, &subscriptions).await {
+            Ok((p, s)) => {
+                report.window.0.add(p);
+                report.window.1.add(s);
+            }
+            Err(e) => {
+                report.errors += 1;
+                tracing::warn!(error = %e, "presence sweep failed; retrying at next pass");
+            }
         }
+        if let Some(((p, s), errors)) = report.due() {
+            tracing::info!(
+                publications_expired = p.removed,
+                subscriptions_ended = s.removed,
+                failed = p.failed + s.failed,
+                failed_passes = errors,
+                max_backlog_ms = p.oldest_due_age_ms.max(s.oldest_due_age_ms),
+                "presence expiry in the last minute"
+            );
+        }
+        let pause = sweep::pause(
+            compositor.backend().as_ref(),
+            &[Schedule::Publications, Schedule::Subscriptions],
+            now_ms(),
+            interval,
+        )
+        .await;
+        tokio::time::sleep(pause).await;
     }
 }
 
-/// One pass over both schedules. Returns (publications expired, subscriptions ended).
+/// One pass over both schedules, draining each. Returns (publications
+/// expired, subscriptions ended).
 pub async fn sweep_once(
     compositor: &Compositor,
     subscriptions: &Subscriptions,
 ) -> Result<(usize, usize), crate::PublishError> {
-    let now = now_ms();
+    let (p, s) = sweep_passes(compositor, subscriptions).await?;
+    Ok((p.removed, s.removed))
+}
+
+async fn sweep_passes(
+    compositor: &Compositor,
+    subscriptions: &Subscriptions,
+) -> Result<(Drained, Drained), crate::PublishError> {
     let backend = compositor.backend();
-    let mut publications = 0;
-    for (presentity, _) in backend.due(Schedule::Publications, now, BATCH).await? {
-        if let Some(version) = compositor.expire(&presentity, now).await? {
-            tracing::info!(%presentity, version, "expired publication removed");
-            publications += 1;
-        }
-    }
-    let mut ended = 0;
-    for (member, _) in backend.due(Schedule::Subscriptions, now, BATCH).await? {
-        if subscriptions.expire(&member, now).await? {
-            tracing::info!(subscription = %member.replace('\n', " "), "subscription expired");
-            ended += 1;
-        }
-    }
+    let publications = sweep::drain(
+        backend.as_ref(),
+        Schedule::Publications,
+        &PUBLICATIONS,
+        now_ms,
+        |presentity, now| async move {
+            match compositor.expire(&presentity, now).await {
+                Ok(Some(version)) => {
+                    tracing::debug!(%presentity, version, "expired publication removed");
+                    Handled::Removed
+                }
+                Ok(None) => Handled::Nothing,
+                Err(e) => {
+                    tracing::debug!(%presentity, error = %e, "publication expiry failed; retrying");
+                    Handled::Failed
+                }
+            }
+        },
+    )
+    .await?;
+    let ended = sweep::drain(
+        backend.as_ref(),
+        Schedule::Subscriptions,
+        &SUBSCRIPTIONS,
+        now_ms,
+        |member, now| async move {
+            match subscriptions.expire(&member, now).await {
+                Ok(true) => {
+                    tracing::debug!(subscription = %member.replace('\n', " "), "subscription expired");
+                    Handled::Removed
+                }
+                Ok(false) => Handled::Nothing,
+                Err(e) => {
+                    tracing::debug!(subscription = %member.replace('\n', " "), error = %e, "subscription expiry failed; retrying");
+                    Handled::Failed
+                }
+            }
+        },
+    )
+    .await?;
     Ok((publications, ended))
 }

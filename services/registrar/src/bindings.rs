@@ -17,6 +17,8 @@ use store::{Backend, Key, Kind, Schedule, StoreError};
 /// How many times a REGISTER is retried when another replica changed the same
 /// AOR between our read and our write.
 const CAS_ATTEMPTS: usize = 16;
+/// How long a bindings record outlives its latest binding in the backend.
+const RECORD_TTL_MARGIN_MS: u64 = 24 * 3600 * 1000;
 
 /// Limits on registration intervals, in seconds.
 #[derive(Clone, Debug)]
@@ -340,9 +342,11 @@ impl Registrar {
             bindings: bindings.to_vec(),
         })
         .map_err(|e| StoreError::Protocol(e.to_string()))?;
-        // The record outlives its last binding a little, so a sweeper that runs
-        // late still finds what it must remove.
-        let ttl = latest.saturating_sub(now_ms) + 60_000;
+        // The record outlives its last binding by a day: the sweeper deletes
+        // it when the last binding expires, and the TTL is only a backstop,
+        // which must never drop bindings whose expiry the sweeper has not yet
+        // handled (a backlog, an outage of every replica).
+        let ttl = latest.saturating_sub(now_ms) + RECORD_TTL_MARGIN_MS;
         let done = self
             .backend
             .cas_record_scheduled(
