@@ -222,3 +222,48 @@ async fn readiness_follows_redis_and_the_edge_counts_service_calls() {
     .await;
     assert!(edge.is_running(), "the edge stays up while Redis is away");
 }
+
+/// In a rolling start Redis may come up after the services: they wait for
+/// it (not ready meanwhile, saying why) instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_before_redis_waits_for_it() {
+    let mut redis = store::testing::RedisServer::start().expect("redis-server");
+    redis
+        .stop()
+        .expect("stopping Redis before the service starts");
+    let metrics_port = free_port();
+    let grpc_port = free_port();
+    let mut presence = cluster_tests::process::Process::spawn(
+        "presence-early",
+        "presence",
+        &[
+            "--listen".to_string(),
+            format!("127.0.0.1:{grpc_port}"),
+            "--redis-url".into(),
+            redis.url(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ],
+        &[],
+    );
+    cluster_tests::process::wait_for_tcp(metrics_port, Duration::from_secs(30));
+    wait_for(metrics_port, "/readyz", WAIT, |status, body| {
+        status == 503 && body.contains("backend")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        presence.is_running(),
+        "presence exited while Redis was away"
+    );
+
+    redis.restart().expect("starting Redis");
+    cluster_tests::process::wait_for_tcp(grpc_port, Duration::from_secs(30));
+    wait_for(
+        metrics_port,
+        "/readyz",
+        Duration::from_secs(20),
+        |status, _| status == 200,
+    )
+    .await;
+}

@@ -25,6 +25,7 @@ mod presence_rules;
 mod presence_semantics;
 mod presencectl;
 mod redis_cluster;
+mod redis_tls;
 mod replicas;
 mod sipp;
 mod spine;

@@ -203,6 +203,29 @@ impl BearerValidator {
         })
     }
 
+    /// [`BearerValidator::new`] for a process starting up: while the
+    /// identity provider cannot be reached (it is starting too, in a rolling
+    /// start or a cluster coming up together) it waits and asks again, with
+    /// backoff from 250 ms to 10 s, logging why, instead of failing. Any
+    /// other error (a configuration that cannot work) fails at once.
+    pub async fn new_waiting_for_provider(config: BearerConfig) -> Result<Self, AuthError> {
+        let mut wait = std::time::Duration::from_millis(250);
+        loop {
+            match Self::new(config.clone()).await {
+                Err(AuthError::ProviderUnavailable(reason)) => {
+                    tracing::warn!(
+                        %reason,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "waiting for the identity provider"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &BearerConfig {
         &self.inner.config

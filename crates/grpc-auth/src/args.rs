@@ -110,7 +110,7 @@ impl ApiAuthArgs {
     ) -> Result<ApiAuth, auth::AuthError> {
         match self.bearer_config() {
             Some(config) => {
-                let validator = BearerValidator::new(config).await?;
+                let validator = BearerValidator::new_waiting_for_provider(config).await?;
                 tracing::info!(
                     service,
                     "gRPC callers must present bearer tokens with presence:* scopes"
@@ -207,10 +207,29 @@ impl ServiceTokenArgs {
 
     /// The credentials, started; [`ServiceCredentials::none`] when nothing
     /// is configured.
+    ///
+    /// While the token endpoint cannot be reached it waits and asks again
+    /// (backoff from 250 ms to 10 s, logging why) instead of failing: at a
+    /// rolling start the identity provider may come up after the edge. A
+    /// refusal of the client's credentials fails at once.
     pub async fn credentials(&self) -> Result<ServiceCredentials, CredentialsError> {
-        match self.source()? {
-            Some(source) => ServiceCredentials::start(source).await,
-            None => Ok(ServiceCredentials::none()),
+        let Some(source) = self.source()? else {
+            return Ok(ServiceCredentials::none());
+        };
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match ServiceCredentials::start(source.clone()).await {
+                Err(CredentialsError::Endpoint(reason)) => {
+                    tracing::warn!(
+                        %reason,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "waiting for the token endpoint"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
         }
     }
 }

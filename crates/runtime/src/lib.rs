@@ -53,9 +53,15 @@ pub fn init_tracing() {
 /// and saying why, instead of exiting: in a rolling start the services
 /// often come up before Redis does, and a crash loop only delays them. A
 /// URL that can never work (a syntax error) fails at once.
-pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>> {
+pub async fn backend(
+    redis_url: Option<&str>,
+    tls: &RedisTlsArgs,
+) -> anyhow::Result<Arc<dyn Backend>> {
     match redis_url {
         Some(url) => {
+            let tls = tls.files()?;
+            let shown = redact_url(url);
+            let url = url.to_owned();
             let kind = if url.starts_with("redis+cluster://") {
                 "Redis Cluster"
             } else if url.starts_with("memory") {
@@ -65,13 +71,13 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
             };
             let mut backoff = Backoff::new();
             let backend = loop {
-                match store::open(url).await {
+                match store::open_with_tls(&url, tls.clone()).await {
                     Ok(backend) => break backend,
                     Err(store::StoreError::Unavailable(reason)) => {
                         let wait = backoff.next();
                         telemetry::health().fail("backend", reason.clone());
                         tracing::warn!(
-                            %url,
+                            url = %shown,
                             %reason,
                             retry_in_ms = wait.as_millis() as u64,
                             "waiting for the state backend"
@@ -79,12 +85,12 @@ pub async fn backend(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Backend>
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => {
-                        return Err(e).with_context(|| format!("connecting to Redis at {url}"))
+                        return Err(e).with_context(|| format!("connecting to Redis at {shown}"))
                     }
                 }
             };
             telemetry::health().pass("backend");
-            tracing::info!(%url, kind, "state backend");
+            tracing::info!(url = %shown, kind, "state backend");
             Ok(backend)
         }
         None => {
@@ -335,4 +341,85 @@ pub fn check_expires_range(
         anyhow::bail!("{min_flag} ({min}) is greater than {max_flag} ({max})");
     }
     Ok(())
+}
+
+/// `--redis-ca-file`, `--redis-cert-file`, `--redis-key-file`: the
+/// certificates of a TLS connection to Redis (`rediss://`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RedisTlsArgs {
+    /// CA certificates (PEM) to trust for `rediss://` instead of the
+    /// system's roots (a managed Redis with a private CA).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS with Redis; needs
+    /// --redis-key-file.
+    #[arg(long, env = "REDIS_CERT_FILE", requires = "redis_key_file")]
+    pub redis_cert_file: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --redis-cert-file.
+    #[arg(long, env = "REDIS_KEY_FILE", requires = "redis_cert_file")]
+    pub redis_key_file: Option<std::path::PathBuf>,
+}
+
+impl RedisTlsArgs {
+    /// The certificates, read from their files.
+    pub fn files(&self) -> anyhow::Result<store::redis::TlsFiles> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let ca = self.redis_ca_file.as_deref().map(read).transpose()?;
+        let client = match (&self.redis_cert_file, &self.redis_key_file) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => anyhow::bail!("--redis-cert-file and --redis-key-file go together"),
+        };
+        Ok(store::redis::TlsFiles { ca, client })
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // A lone userinfo is the password for Redis (`redis://secret@host`).
+                "***".to_owned()
+            };
+            format!("{scheme}://{shown}@{hosts}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://app:s3cret@redis.example.com:6380"),
+            "rediss://app:***@redis.example.com:6380"
+        );
+        assert_eq!(
+            redact_url("redis+cluster://:pw@a:7000,b:7001"),
+            "redis+cluster://:***@a:7000,b:7001"
+        );
+        assert_eq!(redact_url("redis://pw@host"), "redis://***@host");
+    }
 }

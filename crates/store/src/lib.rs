@@ -306,13 +306,25 @@ pub trait Backend: Send + Sync + 'static {
 
 /// Opens the backend a service is configured with: `memory:` (or `memory`)
 /// for the single-process store, a `redis://` URL for one Redis server, a
-/// `redis+cluster://host:port,host:port` URL for a Redis Cluster (see
+/// `redis+cluster://host:port,host:port` URL for a Redis Cluster, and
+/// `rediss://` / `rediss+cluster://` for the same over TLS (see
 /// [`redis::RedisBackend::connect`]).
 pub async fn open(url: &str) -> Result<Arc<dyn Backend>, StoreError> {
+    open_with_tls(url, redis::TlsFiles::default()).await
+}
+
+/// [`open`] with the certificates a `rediss://` (or `rediss+cluster://`)
+/// URL uses: a CA to trust, a client certificate for mutual TLS.
+pub async fn open_with_tls(
+    url: &str,
+    tls: redis::TlsFiles,
+) -> Result<Arc<dyn Backend>, StoreError> {
     if url == "memory" || url.starts_with("memory:") {
         return Ok(Arc::new(memory::MemoryBackend::new()));
     }
-    let backend = redis::RedisBackend::connect(url).await?;
+    let mut config = redis::RedisConfig::new(url);
+    config.tls = tls;
+    let backend = redis::RedisBackend::connect_with(config).await?;
     Ok(Arc::new(backend))
 }
 

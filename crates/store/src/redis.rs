@@ -114,6 +114,33 @@ pub struct RedisConfig {
     pub feed_health_interval: Duration,
     /// The longest pause between two reconnection attempts of a feed.
     pub max_reconnect_delay: Duration,
+    /// Certificates for `rediss://` (and `rediss+cluster://`): a CA to
+    /// trust instead of the system's roots, and a client certificate for
+    /// mutual TLS. Unused for plain `redis://`.
+    pub tls: TlsFiles,
+}
+
+/// PEM certificates for a TLS connection to Redis.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificates to trust (PEM); the system's roots when `None`.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM), for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self.client.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.ca.clone(),
+        }
+    }
 }
 
 impl RedisConfig {
@@ -125,6 +152,17 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             feed_health_interval: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_secs(2),
+            tls: TlsFiles::default(),
+        }
+    }
+
+    /// A client for `url` (one node), with TLS when the URL is `rediss://`.
+    fn client(&self, url: impl redis::IntoConnectionInfo) -> redis::RedisResult<Client> {
+        let info = url.into_connection_info()?;
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            Client::build_with_tls(info, self.tls.certificates())
+        } else {
+            Client::open(info)
         }
     }
 }
@@ -175,7 +213,7 @@ enum Deployment {
     Single { feed_client: Client },
     /// A Redis Cluster: sharded pub/sub (SPUBLISH / SSUBSCRIBE), so that a
     /// message only travels to the shard owning its entity's slot.
-    Cluster { nodes: Vec<String> },
+    Cluster { nodes: Vec<String>, tls: TlsFiles },
 }
 
 impl Deployment {
@@ -225,11 +263,16 @@ impl redis::aio::ConnectionLike for Commands {
 
 /// The scheme that selects a Redis Cluster.
 const CLUSTER_SCHEME: &str = "redis+cluster://";
+/// The same over TLS: every node is reached with `rediss://`.
+const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
 
 /// The node URLs of a `redis+cluster://[user:password@]host:port,host:port[/]`
 /// URL; `None` when `url` is not a cluster URL.
 fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {
-    let rest = url.strip_prefix(CLUSTER_SCHEME)?;
+    let (rest, node_scheme) = match url.strip_prefix(CLUSTER_SCHEME) {
+        Some(rest) => (rest, "redis"),
+        None => (url.strip_prefix(TLS_CLUSTER_SCHEME)?, "rediss"),
+    };
     let (authority, query) = match rest.find(['/', '?']) {
         Some(at) => (&rest[..at], rest[at..].trim_start_matches('/')),
         None => (rest, ""),
@@ -242,7 +285,7 @@ fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {
         .split(',')
         .map(str::trim)
         .filter(|host| !host.is_empty())
-        .map(|host| format!("redis://{userinfo}{host}/{query}"))
+        .map(|host| format!("{node_scheme}://{userinfo}{host}/{query}"))
         .collect();
     if nodes.is_empty() {
         return Some(Err(StoreError::Protocol(format!(
@@ -251,6 +294,20 @@ fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {
         ))));
     }
     Some(Ok(nodes))
+}
+
+/// The cluster client builder with the TLS certificates when the nodes
+/// are reached over `rediss://`.
+fn with_cluster_tls(
+    builder: redis::cluster::ClusterClientBuilder,
+    nodes: &[String],
+    tls: &TlsFiles,
+) -> redis::cluster::ClusterClientBuilder {
+    if nodes.iter().any(|node| node.starts_with("rediss://")) {
+        builder.certs(tls.certificates())
+    } else {
+        builder
+    }
 }
 
 /// Compare-and-swap of one record, with its announcement.
@@ -408,14 +465,16 @@ impl RedisBackend {
         if let Some(nodes) = cluster_nodes(&config.url) {
             return Self::connect_cluster(config.clone(), nodes?).await;
         }
-        let client = Client::open(config.url.as_str())
+        let client = config
+            .client(config.url.as_str())
             .map_err(|e| StoreError::Protocol(format!("invalid Redis URL: {e}")))?;
         let info = client.get_connection_info().clone();
         let feed_settings = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let feed_client = Client::open(info.set_redis_settings(feed_settings))
+        let feed_client = config
+            .client(info.set_redis_settings(feed_settings))
             .map_err(|e| StoreError::Protocol(format!("invalid Redis URL: {e}")))?;
 
         let manager_config = ConnectionManagerConfig::new()
@@ -441,14 +500,17 @@ impl RedisBackend {
 
     /// Connects to a Redis Cluster through any of `nodes`.
     async fn connect_cluster(config: RedisConfig, nodes: Vec<String>) -> Result<Self, StoreError> {
-        let client = ClusterClient::builder(nodes.clone())
+        let client = with_cluster_tls(ClusterClient::builder(nodes.clone()), &nodes, &config.tls)
             .connection_timeout(config.command_timeout)
             .response_timeout(config.command_timeout)
             .build()
             .map_err(|e| StoreError::Protocol(format!("invalid Redis Cluster URL: {e}")))?;
         let commands = with_timeout(config.command_timeout, client.get_async_connection()).await?;
         Ok(Self::assemble(
-            Deployment::Cluster { nodes },
+            Deployment::Cluster {
+                nodes,
+                tls: config.tls.clone(),
+            },
             Commands::Cluster(commands),
             config,
         ))
@@ -1052,8 +1114,8 @@ impl Link {
                 .await?;
                 Ok(Link::Single(conn))
             }
-            Deployment::Cluster { nodes } => {
-                let client = ClusterClient::builder(nodes.clone())
+            Deployment::Cluster { nodes, tls } => {
+                let client = with_cluster_tls(ClusterClient::builder(nodes.clone()), nodes, tls)
                     .use_protocol(ProtocolVersion::RESP3)
                     .connection_timeout(limit)
                     .response_timeout(limit)

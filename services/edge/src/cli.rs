@@ -507,7 +507,7 @@ impl AuthArgs {
                 );
             }
             Some(
-                BearerValidator::new(config)
+                BearerValidator::new_waiting_for_provider(config)
                     .await
                     .context("setting up bearer-token validation")?,
             )

@@ -70,6 +70,8 @@ struct Args {
     #[arg(long, env = "GRPC_AUTH", default_value_t = false)]
     grpc_auth: bool,
     #[command(flatten)]
+    redis_tls: runtime::RedisTlsArgs,
+    #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
 
@@ -83,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     runtime::init_tracing();
     let args = Args::parse();
     let _metrics = args.metrics.serve().await?;
-    let backend = runtime::backend(args.redis_url.as_deref()).await?;
+    let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
     let monitor = runtime::monitor_backend(backend.clone());
 
     let presence_listener = tokio::net::TcpListener::bind(args.presence_listen)

@@ -36,6 +36,8 @@ struct Args {
     #[command(flatten)]
     auth: grpc_auth::ApiAuthArgs,
     #[command(flatten)]
+    redis_tls: runtime::RedisTlsArgs,
+    #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
 
@@ -55,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         args.max_expires,
     )?;
     let _metrics = args.metrics.serve().await?;
-    let backend = runtime::backend(args.redis_url.as_deref()).await?;
+    let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
     let config = PresenceConfig {
         min_publish_expires: args.min_expires,
         max_publish_expires: args.max_expires,

@@ -30,6 +30,8 @@ struct Args {
     #[arg(long, env = "REDIS_URL")]
     redis_url: String,
     #[command(flatten)]
+    redis_tls: runtime::RedisTlsArgs,
+    #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
 
@@ -41,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     // (waiting for Redis or the identity provider) and that readiness
     // fails while it drains.
     let _metrics = args.metrics.serve().await?;
-    let feed = runtime::backend(Some(&args.redis_url)).await?;
+    let feed = runtime::backend(Some(&args.redis_url), &args.redis_tls).await?;
     let monitor = runtime::monitor_backend(feed.clone());
     let authn = args.auth.authenticator(None).await?;
     let mut config = args
