@@ -1,0 +1,315 @@
+//! Sockets: one UDP socket and one TCP listener on the same port, and the TCP connections
+//! opened to servers or accepted from peers. Every message received, on any of them, goes
+//! to one channel with the link it came over, so answers go back the same way.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sip::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// A transport for SIP messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// One message per datagram; requests retransmitted until answered (RFC 3261 §17).
+    Udp,
+    /// Messages framed by Content-Length over a connection the peer keeps open, so a
+    /// server that never opens connections can still send NOTIFYs back.
+    Tcp,
+}
+
+impl Transport {
+    /// The name in Via (`UDP`, `TCP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The `transport` URI parameter naming it, if any (UDP is the default).
+    pub(crate) fn uri_param(self) -> Option<&'static str> {
+        match self {
+            Transport::Udp => None,
+            Transport::Tcp => Some("tcp"),
+        }
+    }
+
+    /// The transport a URI's `transport` parameter names, if one this crate speaks.
+    pub(crate) fn from_uri(uri: &sip::Uri) -> Option<Transport> {
+        match uri.param("transport").flatten() {
+            Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+            Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// Where a message goes or came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Link {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// How often an idle connection to a server carries a CRLF keep-alive (RFC 5626 §3.5.1), well
+/// within the edge's idle timeout.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The sockets of one peer.
+pub(crate) struct Net {
+    udp: Arc<UdpSocket>,
+    local: SocketAddr,
+    connections: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>>,
+    incoming: mpsc::UnboundedSender<(Message, Link)>,
+    /// Bumped whenever a connection closes: what was sent over it must be refreshed.
+    lost: watch::Sender<u64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    limits: sip::Limits,
+}
+
+impl Net {
+    /// Binds UDP and TCP on one port (`bind` may have port 0: one port free for both is picked).
+    pub async fn bind(
+        bind: SocketAddr,
+    ) -> Result<(Arc<Net>, mpsc::UnboundedReceiver<(Message, Link)>)> {
+        let mut attempts = 0;
+        let (udp, listener) = loop {
+            attempts += 1;
+            let udp = UdpSocket::bind(bind)
+                .await
+                .map_err(|e| Error::Network(format!("binding UDP {bind}: {e}")))?;
+            let local = udp
+                .local_addr()
+                .map_err(|e| Error::Network(e.to_string()))?;
+            match TcpListener::bind(local).await {
+                Ok(listener) => break (udp, listener),
+                // The port picked for UDP is taken for TCP: pick another.
+                Err(_) if bind.port() == 0 && attempts < 20 => continue,
+                Err(e) => return Err(Error::Network(format!("binding TCP {local}: {e}"))),
+            }
+        };
+        let local = udp
+            .local_addr()
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let (incoming, receiver) = mpsc::unbounded_channel();
+        let net = Arc::new(Net {
+            udp: Arc::new(udp),
+            local,
+            connections: Mutex::new(HashMap::new()),
+            incoming,
+            lost: watch::channel(0).0,
+            tasks: Mutex::new(Vec::new()),
+            limits: sip::Limits::default(),
+        });
+        let udp_task = tokio::spawn(read_udp(Arc::downgrade(&net), net.udp.clone()));
+        let accept_task = tokio::spawn(accept_tcp(Arc::downgrade(&net), listener));
+        net.keep(udp_task);
+        net.keep(accept_task);
+        Ok((net, receiver))
+    }
+
+    fn keep(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// The address both listeners are bound to.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// A receiver that changes each time a connection closes.
+    pub fn lost(&self) -> watch::Receiver<u64> {
+        self.lost.subscribe()
+    }
+
+    /// Sends one message over `link`, opening a TCP connection when there is none.
+    pub async fn send(self: &Arc<Self>, link: Link, bytes: Bytes) -> Result<()> {
+        match link.transport {
+            Transport::Udp => self
+                .udp
+                .send_to(&bytes, link.addr)
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::Network(format!("UDP to {}: {e}", link.addr))),
+            Transport::Tcp => {
+                let existing = self
+                    .connections
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&link.addr).cloned());
+                let sender = match existing {
+                    Some(sender) if !sender.is_closed() => sender,
+                    _ => self.connect(link.addr).await?,
+                };
+                sender
+                    .send(bytes)
+                    .map_err(|_| Error::Network(format!("connection to {} closed", link.addr)))
+            }
+        }
+    }
+
+    async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<mpsc::UnboundedSender<Bytes>> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Network(format!("connecting to {addr}: timed out")))?
+            .map_err(|e| Error::Network(format!("connecting to {addr}: {e}")))?;
+        Ok(self.adopt(stream, addr, true))
+    }
+
+    /// Starts reading and writing a connection and makes it the one for `addr`.
+    fn adopt(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        keepalive: bool,
+    ) -> mpsc::UnboundedSender<Bytes> {
+        let (sender, outgoing) = mpsc::unbounded_channel();
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.insert(addr, sender.clone());
+        }
+        let task = tokio::spawn(run_connection(
+            Arc::downgrade(self),
+            stream,
+            addr,
+            outgoing,
+            keepalive,
+        ));
+        self.keep(task);
+        sender
+    }
+
+    fn deliver(&self, bytes: Bytes, link: Link) {
+        match sip::parse_with(bytes, &self.limits) {
+            Ok(message) => {
+                let _ = self.incoming.send((message, link));
+            }
+            // Garbage from the network is dropped: there is nobody to answer for a message
+            // that is not SIP.
+            Err(e) => tracing::debug!(from = %link.addr, error = %e, "unparseable message dropped"),
+        }
+    }
+
+    fn closed(&self, addr: SocketAddr, sender: &mpsc::UnboundedSender<Bytes>) {
+        if let Ok(mut connections) = self.connections.lock() {
+            if connections
+                .get(&addr)
+                .is_some_and(|current| current.same_channel(sender))
+            {
+                connections.remove(&addr);
+            }
+        }
+        self.lost.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for task in tasks.iter() {
+                task.abort();
+            }
+        }
+    }
+}
+
+async fn read_udp(net: std::sync::Weak<Net>, socket: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP port unreachable from an earlier send surfaces here on some systems.
+            Err(_) => continue,
+        };
+        let Some(net) = net.upgrade() else { return };
+        net.deliver(
+            Bytes::copy_from_slice(&buf[..n]),
+            Link {
+                transport: Transport::Udp,
+                addr: from,
+            },
+        );
+    }
+}
+
+async fn accept_tcp(net: std::sync::Weak<Net>, listener: TcpListener) {
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Some(net) = net.upgrade() else { return };
+        net.adopt(stream, addr, false);
+    }
+}
+
+async fn run_connection(
+    net: std::sync::Weak<Net>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    keepalive: bool,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buffer = BytesMut::with_capacity(8192);
+    let mut ticker = tokio::time::interval(KEEPALIVE);
+    ticker.tick().await;
+    let limits = sip::Limits::default();
+    let link = Link {
+        transport: Transport::Tcp,
+        addr,
+    };
+    let sender_for_close = net
+        .upgrade()
+        .and_then(|n| n.connections.lock().ok()?.get(&addr).cloned());
+    loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                loop {
+                    let framing = match sip::frame(&buffer, &limits) {
+                        Ok(framing) => framing,
+                        // A stream that cannot be framed cannot be resynchronised.
+                        Err(_) => {
+                            buffer.clear();
+                            break;
+                        }
+                    };
+                    let _ = buffer.split_to(framing.skip);
+                    let Some(len) = framing.len else { break };
+                    let message = buffer.split_to(len).freeze();
+                    let Some(net) = net.upgrade() else { return };
+                    net.deliver(message, link);
+                }
+            }
+            message = outgoing.recv() => {
+                let Some(message) = message else { break };
+                if writer.write_all(&message).await.is_err() {
+                    break;
+                }
+            }
+            _ = ticker.tick(), if keepalive => {
+                if writer.write_all(b"\r\n\r\n").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if let (Some(net), Some(sender)) = (net.upgrade(), sender_for_close) {
+        net.closed(addr, &sender);
+    }
+}
