@@ -145,6 +145,8 @@ async fn metrics_count_sip_and_grpc_traffic_of_a_node() {
         "grpc_server_duration_seconds_count{method=\"/presence.v1.Presence/GetPresence\",code=\"ok\"}",
         1.0,
     );
+    expect("expiry_removed_total{kind=\"publication\"}", 0.0);
+    expect("expiry_oldest_due_age_seconds{kind=\"binding\"}", 0.0);
     assert!(
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"

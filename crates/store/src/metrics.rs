@@ -49,3 +49,61 @@ pub(crate) fn command(outcome: &'static str, took: Duration) {
         .get_or_create(&OutcomeLabel { outcome })
         .observe(took.as_secs_f64());
 }
+
+/// Registers the expiry metrics of one kind of item (`publication`,
+/// `subscription`, `binding`), read from `stats` when scraped: how overdue
+/// the oldest due item was at the latest claim (the backlog: it stays
+/// near zero while expiry keeps pace), items expired, failures, passes.
+pub fn register_expiry(kind: &'static str, stats: fn() -> crate::sweep::SweepSnapshot) {
+    telemetry::register_collector(kind, Box::new(ExpiryCollector { kind, stats }));
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug)]
+struct ExpiryCollector {
+    kind: &'static str,
+    stats: fn() -> crate::sweep::SweepSnapshot,
+}
+
+impl prometheus_client::collector::Collector for ExpiryCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let stats = (self.stats)();
+        let label = KindLabel { kind: self.kind };
+        let age = ConstGauge::new(stats.oldest_due_age_ms as f64 / 1000.0);
+        let mut family = encoder.encode_descriptor(
+            "expiry_oldest_due_age_seconds",
+            "How overdue the oldest due item was when the sweeper last claimed (the expiry backlog).",
+            None,
+            age.metric_type(),
+        )?;
+        age.encode(family.encode_family(&label)?)?;
+        for (name, help, value) in [
+            (
+                "expiry_removed",
+                "Items expired (removed and announced).",
+                stats.removed_total,
+            ),
+            (
+                "expiry_failed",
+                "Expiries whose handling failed and was retried.",
+                stats.failed_total,
+            ),
+            ("expiry_passes", "Sweep passes run.", stats.sweeps_total),
+        ] {
+            let counter = ConstCounter::new(value);
+            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
+    }
+}

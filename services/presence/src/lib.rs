@@ -76,6 +76,8 @@ pub fn start(
 ) {
     let compositor = Compositor::new(backend, config);
     let subscriptions = Subscriptions::new(compositor.clone());
+    store::metrics::register_expiry("publication", sweeper::publication_stats);
+    store::metrics::register_expiry("subscription", sweeper::subscription_stats);
     let sweeper = tokio::spawn(sweeper::run(
         compositor.clone(),
         subscriptions.clone(),

@@ -52,6 +52,7 @@ pub fn start(
     tokio::task::JoinHandle<()>,
 ) {
     let registrar = Registrar::new(backend.clone(), config);
+    store::metrics::register_expiry("binding", sweeper::stats);
     let sweeper = tokio::spawn(sweeper::run(registrar.clone(), backend, sweep_interval));
     (
         std::sync::Arc::new(grpc::RegistrarService::new(registrar)),
