@@ -337,8 +337,11 @@ soak)
     echo "$(( $(date +%s) - start )),$(awk '/VmRSS/{print $2}' "/proc/$node_pid/status")" >>"$out/rss.csv"
     sleep 10
   done
-  pkill_sipp() { for p in $(pgrep -f "sipp -sf $run_dir" || true); do kill "$p" 2>/dev/null || true; done; }
-  pkill_sipp
+  # sipp -bg prints the PID of the background process it left running.
+  for s in register publish; do
+    sipp_pid=$(sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' "$run_dir/$s.sipp.log" | head -1)
+    [ -n "$sipp_pid" ] && kill "$sipp_pid" 2>/dev/null || true
+  done
   {
     echo "# Expiry soak: presence-node, $rate creations/s (REGISTER + PUBLISH, Expires 60), $minutes min"
     echo
@@ -357,7 +360,7 @@ print("- RSS every 60 s (MB): " + ", ".join("%d s %.0f" % (s, kb / 1024) for s, 
 PY
     for s in register publish; do
       f=$(ls "$run_dir"/$s*_.csv "$run_dir/$s-stat.csv" 2>/dev/null | head -1 || true)
-      [ -n "$f" ] && echo "- sipp $s: $(tail -1 "$f" | awk -F';' '{print "calls " $13 ", successful " $15 ", failed " $17}')"
+      [ -n "$f" ] && echo "- sipp $s: $(tail -1 "$f" | awk -F';' '{print "calls " $13 ", successful " $16 ", failed " $18}')"
     done
     grep "expiry in the last minute" "$out/server.log" | tail -3 | sed 's/^/    /'
   } >"$out/summary.md"

@@ -16,6 +16,7 @@ mod auth_sipp;
 mod containers_edges;
 mod containers_redis;
 mod containers_replicas;
+mod expiry;
 mod grpc_api;
 mod loadkit_loadgen;
 mod loadkit_sipp;

@@ -164,6 +164,12 @@ where
         if claimed.is_empty() {
             return Ok(drained);
         }
+        tracing::debug!(
+            ?schedule,
+            claimed = claimed.len(),
+            oldest_due_age_ms = age,
+            "sweep batch claimed"
+        );
         let full = claimed.len() == BATCH;
         let outcomes: Vec<(String, Handled)> = futures::stream::iter(claimed)
             .map(|(member, _)| {

@@ -26,6 +26,9 @@ const CAS_ATTEMPTS: usize = 16;
 /// goes (once its version is in the past); the TTL is only a backstop, and
 /// must never drop a record whose expiry the sweeper has not yet announced.
 const EMPTY_RECORD_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long after its last publication went an empty presentity record is
+/// deleted.
+const EMPTY_RECORD_GRACE_MS: u64 = 2_000;
 /// The source of the registrar's publication (registration-driven
 /// presence): composed only while the presentity has no other publication.
 pub const REGISTRATION_SOURCE: &str = "registration";
@@ -440,13 +443,15 @@ impl Compositor {
             None => None,
         };
         // A record left without publications is scheduled too, for deletion
-        // once its version is in the past (see `expire`).
+        // once its version is in the past (see `expire`); a little later
+        // than that, so that a mass expiry announces first and cleans up
+        // after.
         let due = record
             .publications
             .iter()
             .map(|p| p.expires_at_ms)
             .min()
-            .unwrap_or(record.version + 1);
+            .unwrap_or(record.version.max(now_ms) + EMPTY_RECORD_GRACE_MS);
         let latest = record.publications.iter().map(|p| p.expires_at_ms).max();
         let ttl = latest.map_or(EMPTY_RECORD_TTL_MS, |l| {
             l.saturating_sub(now_ms) + EMPTY_RECORD_TTL_MS
