@@ -1,9 +1,14 @@
 # The runtime image of the presence cluster: the `edge`, `presence` and
-# `registrar` services, the single-process `presence-node`, and the
+# `registrar` services and the single-process `presence-node`, all in one
+# executable (`presence-cluster`, linked under each name), and the
 # `presencectl` command-line client. One image; the Kubernetes manifests (k8s/)
-# choose the binary with `command:`.
+# choose the process with `command:` (`/usr/local/bin/edge`, ...), or:
 #
-# The build context is a directory holding bin/ with the binaries, built on a
+#   docker run --rm presence:local --help            # the commands
+#   docker run --rm presence:local edge --help       # one command's options
+#   docker run --rm -p 5060:5060/udp presence:local  # the whole service
+#
+# The build context is a directory holding bin/ with the executables, built on a
 # glibc system (cargo build --release --workspace --bins). The simplest way:
 #
 #   cargo build --release --workspace --bins
@@ -35,7 +40,12 @@ EXPOSE 50051/tcp 50052/tcp
 USER 65532:65532
 WORKDIR /tmp
 
+LABEL org.opencontainers.image.title="presence" \
+      org.opencontainers.image.description="Horizontally clustered SIP presence service: SIP edges, presence and registrar services on Redis" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
 # With no arguments: the whole service in one process, development tokens
-# printed (docker run --rm -p 5060:5060/udp presence:local).
-ENTRYPOINT []
-CMD ["/usr/local/bin/presence-node"]
+# printed. A first argument naming a process (edge, presence, registrar,
+# presence-node) runs that process with the rest.
+ENTRYPOINT ["/usr/local/bin/presence-cluster"]
+CMD []

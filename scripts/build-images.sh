@@ -6,8 +6,9 @@
 #                         shared libraries `ldd` lists for the binaries, CA
 #                         certificates and a non-root user, made with
 #                         `docker import`
-#   presence:local        the root Dockerfile on top of it: edge, presence,
-#                         registrar, presence-node and presencectl
+#   presence:local        the root Dockerfile on top of it: presence-cluster
+#                         (edge, presence, registrar, presence-node in one
+#                         executable, linked under each name) and presencectl
 #   presence-redis:local  redis-server from this machine's Debian package,
 #                         with its libraries, persistence off
 #
@@ -44,7 +45,10 @@ command -v redis-server >/dev/null 2>&1 ||
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin_dir="$target_dir/$profile"
-binaries=(edge presence registrar presence-node presencectl)
+# One executable for every process (linked under each name in the image),
+# and the command-line client.
+binaries=(presence-cluster presencectl)
+linked=(edge presence registrar presence-node)
 for b in "${binaries[@]}"; do
   [ -x "$bin_dir/$b" ] || fail "$bin_dir/$b is missing: run 'cargo build --workspace --bins$([ "$profile" = release ] && echo ' --release')' first"
 done
@@ -155,6 +159,9 @@ else
     else
       cp "$bin_dir/$b" "$context/bin/$b"
     fi
+  done
+  for name in "${linked[@]}"; do
+    ln -s presence-cluster "$context/bin/$name"
   done
   # The classic builder: it needs no buildx plugin and uses the local base.
   if ! out=$(DOCKER_BUILDKIT=0 docker build -f Dockerfile \

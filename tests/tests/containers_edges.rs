@@ -152,3 +152,33 @@ async fn a_killed_edges_udp_watchers_get_every_change_from_the_survivor() {
         repeated_at_takeover,
     );
 }
+
+/// The image explains itself: `docker run IMAGE --help` lists the
+/// processes, `docker run IMAGE edge --help` an edge's options, and a
+/// process named by its path runs as well (what manifests written for
+/// separate executables pass).
+#[test]
+fn the_image_answers_help_for_itself_and_each_process() {
+    cluster_tests::containers::ensure_images();
+    let image = format!(
+        "{}:{}",
+        cluster_tests::containers::APP_IMAGE,
+        cluster_tests::containers::TAG
+    );
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("docker")
+            .args(["run", "--rm", "--network", "none", &image])
+            .args(args)
+            .output()
+            .expect("docker run");
+        assert!(output.status.success(), "docker run {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let help = run(&["--help"]);
+    for process in ["edge", "presence", "registrar", "presence-node"] {
+        assert!(help.contains(process), "{process} missing from:\n{help}");
+    }
+    assert!(run(&["edge", "--help"]).contains("Usage: edge"));
+    assert!(run(&["registrar", "--help"]).contains("--metrics-listen"));
+    assert!(run(&["/usr/local/bin/presence", "--version"]).starts_with("presence "));
+}

@@ -25,6 +25,7 @@
 
 pub mod authn;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod dialogs;
 pub mod fanout;

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod announcement;
+pub mod command;
 pub mod compositor;
 pub mod epoch;
 pub mod grpc;

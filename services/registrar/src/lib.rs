@@ -5,6 +5,7 @@
 //! * [`grpc`] — the `registrar.v1` adapter.
 //! * [`sweeper`] — removes expired bindings on time.
 
+pub mod command;
 pub mod bindings;
 pub mod grpc;
 pub mod sweeper;

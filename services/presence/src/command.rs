@@ -1,0 +1,85 @@
+//! `presence`: the presence service as its own process (cluster mode).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::PresenceConfig;
+use anyhow::Context;
+use clap::Parser;
+
+/// Presence service of the presence cluster.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Args {
+    /// gRPC listen address.
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Redis URL (`redis://host:port`); without it state is kept in memory
+    /// and is not shared with any other process.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Shortest publication / subscription interval accepted (seconds).
+    #[arg(long, env = "PRESENCE_MIN_EXPIRES", default_value_t = 60)]
+    min_expires: u32,
+    /// Longest publication / subscription interval granted (seconds).
+    #[arg(long, env = "PRESENCE_MAX_EXPIRES", default_value_t = 7200)]
+    max_expires: u32,
+    /// Who may watch a presentity that has no rule for the watcher:
+    /// `same-domain` (watchers of the presentity's domain are allowed,
+    /// others wait for approval), `allow` or `confirm`.
+    #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
+    default_policy: crate::rules::DefaultPolicy,
+    /// How often expired publications and subscriptions are swept (ms).
+    #[arg(long, env = "PRESENCE_SWEEP_MS", default_value_t = 500)]
+    sweep_ms: u64,
+    /// Who may call the gRPC API (bearer tokens with presence:* scopes).
+    #[command(flatten)]
+    auth: grpc_auth::ApiAuthArgs,
+    #[command(flatten)]
+    redis_tls: runtime::RedisTlsArgs,
+    #[command(flatten)]
+    metrics: runtime::MetricsArgs,
+}
+
+fn parse_policy(name: &str) -> Result<crate::rules::DefaultPolicy, String> {
+    crate::rules::DefaultPolicy::parse(name)
+        .ok_or_else(|| format!("unknown policy {name:?}: use same-domain, allow or confirm"))
+}
+
+/// Runs the process until it is asked to stop (SIGINT, SIGTERM).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::check_expires_range(
+        "--min-expires",
+        args.min_expires,
+        "--max-expires",
+        args.max_expires,
+    )?;
+    let _metrics = args.metrics.serve().await?;
+    let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
+    let config = PresenceConfig {
+        min_publish_expires: args.min_expires,
+        max_publish_expires: args.max_expires,
+        min_subscribe_expires: args.min_expires,
+        max_subscribe_expires: args.max_expires,
+        default_policy: args.default_policy,
+        ..PresenceConfig::default()
+    };
+    let auth = args
+        .auth
+        .api_auth("presence", crate::access::access_policy())
+        .await
+        .context("setting up gRPC authentication")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "presence serving gRPC");
+    crate::serve(
+        listener,
+        backend,
+        config,
+        Duration::from_millis(args.sweep_ms),
+        auth,
+        runtime::shutdown_signal(),
+    )
+    .await
+}
