@@ -359,6 +359,11 @@ async fn p2p_pair_watch_each_other(transport: Transport) {
     alice_watches_bob.stop().await;
     alice.shutdown().await;
     wait_for(&mut bob_watches_alice, PresenceStatus::Offline).await;
+    // Bob forgets her subscription once its final NOTIFY is answered.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bob.direct_watchers() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(bob.direct_watchers(), 0, "Alice's stop unsubscribed");
 }
 
@@ -539,4 +544,109 @@ async fn bad_input_is_an_error_item_and_the_watcher_keeps_working() {
         watcher.current().map(|info| info.status),
         Some(PresenceStatus::Busy)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_work_where_the_server_takes_no_tokens() {
+    let path = std::env::temp_dir().join(format!("presence-client-ha1-{}", std::process::id()));
+    std::fs::write(&path, "alice:alice-password\nbob:bob-password\n").expect("credentials file");
+    let file = path.display().to_string();
+    let node = Node::start_with(move |_| {
+        [
+            "--auth-mode",
+            "digest",
+            "--auth-digest-realm",
+            "example.com",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["--auth-digest-ha1-file".to_string(), file])
+        .collect()
+    });
+    let alice = SimplePeer::builder("alice@example.com")
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .digest("alice", "alice-password")
+        .timers(quick_timers(60))
+        .build()
+        .await
+        .expect("Alice starts");
+    alice
+        .register(server_uri(node.sip(), Transport::Udp))
+        .await
+        .expect("Alice registers with Digest");
+    alice.away().note("digest").await.expect("Alice publishes");
+    let bob = peer("bob@example.com", Transport::Tcp, 60).await;
+    bob.register(server_uri(node.sip(), Transport::Tcp))
+        .auth_digest("bob", "bob-password")
+        .await
+        .expect("Bob registers with Digest");
+    let mut watcher = bob.watch("alice").await.expect("Bob watches");
+    let info = wait_for(&mut watcher, PresenceStatus::Away).await;
+    assert_eq!(info.note.as_deref(), Some("digest"));
+
+    // A wrong password is refused, not retried forever.
+    let mallory = SimplePeer::builder("bob@example.com")
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .digest("bob", "guess")
+        .timers(quick_timers(60))
+        .build()
+        .await
+        .expect("starts");
+    let refused = mallory
+        .register(server_uri(node.sip(), Transport::Udp))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Rejected { status: 401, .. })),
+        "{refused:?}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_of_one_identity_are_seen_composed() {
+    let node = Node::start();
+    let token = node.tokens.token("alice@example.com");
+    let phone = peer("alice@example.com", Transport::Udp, 60).await;
+    let laptop = peer("alice@example.com", Transport::Tcp, 60).await;
+    for device in [&phone, &laptop] {
+        device
+            .register(server_uri(node.sip(), Transport::Udp))
+            .auth_bearer(token.clone())
+            .await
+            .expect("registers");
+    }
+    phone
+        .available()
+        .device("urn:uuid:phone")
+        .capabilities(["audio"])
+        .await
+        .expect("phone publishes");
+    let bob = peer("bob@example.com", Transport::Udp, 60).await;
+    bob.register(server_uri(node.sip(), Transport::Udp))
+        .auth_bearer(node.tokens.token("bob@example.com"))
+        .await
+        .expect("Bob registers");
+    let mut watcher = bob.watch("alice").await.expect("Bob watches");
+    wait_for(&mut watcher, PresenceStatus::Available).await;
+
+    // The laptop's publication joins the phone's: the latest person element wins the
+    // status, and the capabilities of both devices' tuples are there.
+    laptop
+        .busy()
+        .note("typing")
+        .capabilities(["message"])
+        .await
+        .expect("laptop publishes");
+    let info = wait_for(&mut watcher, PresenceStatus::Busy).await;
+    assert_eq!(info.note.as_deref(), Some("typing"));
+    assert!(info.capabilities.contains(&"audio".to_string()), "{info:?}");
+    assert!(
+        info.capabilities.contains(&"message".to_string()),
+        "{info:?}"
+    );
+
+    // The laptop leaves; the phone's publication alone remains.
+    laptop.shutdown().await;
+    let info = wait_for(&mut watcher, PresenceStatus::Available).await;
+    assert_eq!(info.capabilities, ["audio"]);
 }
