@@ -200,24 +200,24 @@ async fn node_restart_over_tcp_is_recovered_by_republishing_and_resubscribing() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_renewed_through_the_callback() {
     // No clock-skew tolerance: a token is refused the second it expires.
-    let node = Node::start_with(|_| vec!["--auth-leeway-s".into(), "0".into()]);
-    // The first token lives 2 s, the next an hour.
-    let tokens: VecDeque<String> = [2, 3600]
-        .into_iter()
-        .map(|ttl| {
-            node.tokens
-                .token_with_ttl("alice@example.com", &["sip:register", "sip:presence"], ttl)
-        })
-        .collect();
-    let tokens = Arc::new(Mutex::new(tokens));
+    let node = Arc::new(Node::start_with(|_| {
+        vec!["--auth-leeway-s".into(), "0".into()]
+    }));
+    // The callback mints a token when asked: the first lives 3 s, the next an hour.
+    let lifetimes = Arc::new(Mutex::new(VecDeque::from([3u64, 3600])));
     let calls = Arc::new(AtomicUsize::new(0));
     let source = {
-        let tokens = tokens.clone();
-        let calls = calls.clone();
+        let (node, lifetimes, calls) = (node.clone(), lifetimes.clone(), calls.clone());
         TokenSource::from_fn(move || {
             calls.fetch_add(1, Ordering::SeqCst);
-            let next = tokens.lock().expect("tokens").pop_front();
-            async move { next.ok_or("no more tokens") }
+            let token = lifetimes.lock().expect("lifetimes").pop_front().map(|ttl| {
+                node.tokens.token_with_ttl(
+                    "alice@example.com",
+                    &["sip:register", "sip:presence"],
+                    ttl,
+                )
+            });
+            async move { token.ok_or("no more tokens") }
         })
     };
     let alice = peer("alice@example.com", Transport::Udp, 2).await;
@@ -248,7 +248,7 @@ async fn an_expired_token_is_renewed_through_the_callback() {
     // callback gave the second token and they went through.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "renewed exactly once");
-    assert!(tokens.lock().expect("tokens").is_empty());
+    assert!(lifetimes.lock().expect("lifetimes").is_empty());
     alice
         .dnd()
         .note("second token")
