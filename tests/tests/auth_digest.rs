@@ -284,7 +284,8 @@ async fn digest_challenges_are_answered_with_md5_sha256_and_sha512_256() {
 async fn stale_nonces_get_stale_true_and_new_users_need_no_restart() {
     let file = credentials_file();
     let mut cluster = block_in_place(|| Cluster::start(0));
-    // Digest only; the realm defaults to the default domain.
+    // Digest only, SHA-256 offered before the default MD5; the realm
+    // defaults to the default domain.
     let args = digest_args(
         &file,
         &[
@@ -292,6 +293,8 @@ async fn stale_nonces_get_stale_true_and_new_users_need_no_restart() {
             "digest",
             "--auth-default-domain",
             REALM,
+            "--auth-digest-algorithms",
+            "SHA-256,MD5",
             "--auth-digest-nonce-ttl-s",
             "2",
         ],

@@ -285,13 +285,15 @@ pub struct AuthArgs {
     /// to --auth-default-domain, else --auth-realm.
     #[arg(long, env = "AUTH_DIGEST_REALM")]
     pub auth_digest_realm: Option<String>,
-    /// Digest algorithms offered, strongest first (RFC 8760): `SHA-256`,
-    /// `SHA-512-256`, `MD5`.
+    /// Digest algorithms offered, in this order (RFC 8760): `SHA-256`,
+    /// `SHA-512-256`, `MD5`. MD5 alone by default: baresip 1.x (libre)
+    /// answers no challenge at all when a 401 also offers another
+    /// algorithm. `SHA-256,MD5` adds SHA-256 for phones that know it.
     #[arg(
         long,
         env = "AUTH_DIGEST_ALGORITHMS",
         value_delimiter = ',',
-        default_value = "SHA-256,MD5"
+        default_value = "MD5"
     )]
     pub auth_digest_algorithms: Vec<String>,
     /// Lifetime of a Digest nonce (seconds); an older one gets `stale=true`.
