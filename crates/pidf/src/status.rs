@@ -18,7 +18,10 @@
 //! `<caps:servcaps>` with `<caps:NAME>true</caps:NAME>` per capability); one person
 //! (`id="p1"`) carrying the activities and the location (`<rpid:place-type>`: an RFC 4589
 //! location type such as `office` as `<lt:office/>`, anything else as `<rpid:other>`); and,
-//! when a device is given, a `<dm:device id="d1">` with that `<dm:deviceID>`.
+//! when a device is given, a `<dm:device id="d1">` with that `<dm:deviceID>`. No element is
+//! written empty: without activities or location there is no person, unless there is a note,
+//! which the person then carries too (`<dm:note>`) so that reading does not take it for an
+//! old client's status phrase (rule 3 below).
 //!
 //! Reading is more lenient, because real documents are richer than the table:
 //! 1. Activities are those of every person. A document with no person at all (pre-RFC 4480
@@ -152,11 +155,25 @@ impl PresenceInfo {
         if !servcaps.children.is_empty() {
             tuple.extensions.push(servcaps);
         }
-        let person = Person {
+        let mut person = Person {
             id: "p1".to_owned(),
             activities,
             place_type: self.location.iter().cloned().collect(),
             ..Person::default()
+        };
+        // An empty `<dm:person>` says nothing, so it is left out (the
+        // registrar's "registered, so available" document is a tuple
+        // alone). Without any person, though, a reader would match the
+        // note against old clients' status phrases (rule 3 below), and a
+        // note of "Away" would turn `Available` into `Away`: a person that
+        // carries nothing else carries the note.
+        let persons = if !person.activities.is_empty() || !person.place_type.is_empty() {
+            vec![person]
+        } else if let Some(note) = &self.note {
+            person.notes.push(Note::new(note));
+            vec![person]
+        } else {
+            Vec::new()
         };
         let devices = device
             .map(|device_id| Device {
@@ -169,7 +186,7 @@ impl PresenceInfo {
         Document {
             entity: entity.to_owned(),
             tuples: vec![tuple],
-            persons: vec![person],
+            persons,
             devices,
             notes: Vec::new(),
             extensions: Vec::new(),

@@ -55,7 +55,12 @@ fn table_of_basic_and_activities() {
     let expect = |status: PresenceStatus, basic: Basic, activities: Vec<Activity>| {
         let document = PresenceInfo::new(status.clone()).to_document(ENTITY);
         assert_eq!(document.basic(), basic, "{status:?}");
-        assert_eq!(document.persons[0].activities, activities, "{status:?}");
+        let written: Vec<Activity> = document
+            .persons
+            .iter()
+            .flat_map(|person| person.activities.clone())
+            .collect();
+        assert_eq!(written, activities, "{status:?}");
     };
     expect(PresenceStatus::Available, Basic::Open, vec![]);
     expect(PresenceStatus::Away, Basic::Open, vec![Activity::Away]);
@@ -210,4 +215,25 @@ fn closed_document_is_offline() {
 fn labels() {
     assert_eq!(PresenceStatus::DoNotDisturb.label(), "do-not-disturb");
     assert_eq!(PresenceStatus::Custom("x y".into()).label(), "x y");
+}
+
+#[test]
+fn a_person_is_written_only_with_something_in_it() {
+    // Available with nothing else (the registrar's document): a tuple alone.
+    let bare = PresenceInfo::new(PresenceStatus::Available).to_document(ENTITY);
+    assert!(bare.persons.is_empty());
+    let xml = bare.to_xml();
+    assert!(!xml.contains("person"), "{xml}");
+    // A note alone is carried by the person too, so that reading does not
+    // take "Away" for an old client's status phrase.
+    let noted = PresenceInfo {
+        note: Some("Away".into()),
+        ..PresenceInfo::new(PresenceStatus::Available)
+    };
+    let document = noted.to_document(ENTITY);
+    assert_eq!(document.persons.len(), 1);
+    assert_eq!(document.persons[0].notes.len(), 1);
+    assert_eq!(document.persons[0].notes[0].text, "Away");
+    let parsed = Document::parse(document.to_xml().as_bytes()).unwrap();
+    assert_eq!(parsed.summary(), noted);
 }

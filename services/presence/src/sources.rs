@@ -305,6 +305,36 @@ mod tests {
         }
     }
 
+    /// What watchers of a phone that only registers receive: the
+    /// registrar's "available" stands alone, one open tuple and nothing
+    /// else — no empty `<dm:person>` or any other empty element.
+    #[tokio::test]
+    async fn the_registration_driven_document_has_no_empty_element() {
+        let compositor = compositor();
+        let registration = SetSourceCommand {
+            source: crate::compositor::REGISTRATION_SOURCE.into(),
+            publisher: "registrar".into(),
+            ..set("available", None)
+        };
+        compositor
+            .set_source(&registration, 1_000_000)
+            .await
+            .expect("registration");
+        let view = compositor.view("alice@example.com").await.expect("view");
+        assert_eq!(
+            view.pidf,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+             xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" \
+             xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" \
+             entity=\"pres:alice@example.com\">\n\
+             \x20 <tuple id=\"t1\">\n\
+             \x20   <status><basic>open</basic></status>\n\
+             \x20 </tuple>\n\
+             </presence>\n"
+        );
+    }
+
     /// Removing a publication that composition leaves out (the
     /// registration's, behind an application's own) changes nothing a
     /// watcher sees: no new version and no announcement, so no duplicate
