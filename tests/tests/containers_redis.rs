@@ -253,6 +253,7 @@ async fn wait_for_health(url: &str, wanted: ServingStatus, timeout: Duration) {
     while Instant::now() < deadline {
         if let Ok(channel) = Channel::from_shared(url.to_string())
             .expect("health URL")
+            .tcp_nodelay(true)
             .connect()
             .await
         {
@@ -319,11 +320,13 @@ async fn redis_restarted_with_persistence_loses_nothing() {
     let mut presence = PresenceClient::new(
         Channel::from_shared(cluster.presence_url(0).await)
             .expect("presence URL")
+            .tcp_nodelay(true)
             .connect_lazy(),
     );
     let mut registrar = RegistrarClient::new(
         Channel::from_shared(cluster.registrar_url(0).await)
             .expect("registrar URL")
+            .tcp_nodelay(true)
             .connect_lazy(),
     );
     let (phone_aor, alice_aor, bob_aor) = (

@@ -36,6 +36,7 @@ async fn credentials(token: Option<String>) -> ServiceCredentials {
 fn channel(url: String) -> Channel {
     tonic::transport::Endpoint::from_shared(url)
         .expect("URL")
+        .tcp_nodelay(true)
         .connect_lazy()
 }
 

@@ -125,6 +125,7 @@ async fn subscription_record(backend: &dyn Backend, dialog_id: &str) -> Option<s
 async fn composed(url: &str) -> PresenceState {
     let channel = tonic::transport::Channel::from_shared(url.to_string())
         .expect("presence URL")
+        .tcp_nodelay(true)
         .connect_lazy();
     PresenceClient::new(channel)
         .get_presence(GetPresenceRequest {

@@ -168,10 +168,13 @@ async fn the_layer_guards_a_real_server() {
         tonic::transport::Server::builder()
             .layer(auth.layer())
             .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .expect("endpoint")
+        .tcp_nodelay(true)
         .connect_lazy();
 
     let mut anonymous = HealthClient::new(channel.clone());
