@@ -2,8 +2,9 @@
 # Runs the whole test suite on a fresh Debian machine.
 #
 # Installs what the tests need from Debian packages when missing
-# (redis-server, sip-tester for sipp), builds the workspace and runs every
-# test. Anything that cannot be installed is an error, never a skip.
+# (redis-server, sip-tester for sipp, baresip-core and linphone-cli for the
+# real-phone tests), builds the workspace and runs every test. Anything that
+# cannot be installed is an error, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
 need redis-server || missing+=(redis-server)
 need sipp || missing+=(sip-tester)
+# The phones of tests/tests/phones.rs (baresip 1.0 and linphonec 5.1 on
+# Debian 12); without recommends, no desktop or sound server comes along.
+need baresip || missing+=(baresip-core)
+need linphonec || missing+=(linphone-cli)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""
@@ -19,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-for tool in redis-server sipp cargo; do
+for tool in redis-server sipp baresip linphonec cargo; do
   need "$tool" || { echo "error: $tool is required and could not be installed" >&2; exit 1; }
 done
 

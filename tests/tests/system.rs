@@ -7,6 +7,7 @@
 //! `cargo test -p cluster-tests --test system takeover:: -- --nocapture`.
 
 mod auth_support;
+mod phones_support;
 mod transport_support;
 
 mod auth;
@@ -22,6 +23,7 @@ mod loadkit_loadgen;
 mod loadkit_sipp;
 mod node;
 mod observe;
+mod phones;
 mod presence_rules;
 mod presence_semantics;
 mod presencectl;
