@@ -210,7 +210,8 @@ pub async fn metrics_endpoint(
 /// closes it (h2's rapid-reset protection; its default is 20).
 const MAX_PENDING_RESETS: usize = 1024;
 
-/// A gRPC server builder with the settings every service shares. Streams a
+/// A gRPC server builder with the settings every service shares, over TLS
+/// when `tls` is given. Streams a
 /// client cancels (a call past its deadline under load) are reset, and h2's
 /// default tolerance of 20 such resets in flight closes the whole
 /// connection, failing every other call on it; the callers are the
@@ -220,9 +221,15 @@ const MAX_PENDING_RESETS: usize = 1024;
 /// Every call's duration and status is recorded
 /// (`grpc_server_duration_seconds`): add [`GrpcMetricsLayer`] with
 /// `.layer(runtime::GrpcMetricsLayer)` before the other layers.
-pub fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+pub fn grpc_server(
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS));
+    match tls {
+        Some(tls) => server.tls_config(tls).context("gRPC server TLS"),
+        None => Ok(server),
+    }
 }
 
 /// The connections a gRPC server accepts on `listener`, with Nagle's
@@ -374,6 +381,81 @@ impl RedisTlsArgs {
         };
         Ok(store::redis::TlsFiles { ca, client })
     }
+}
+
+/// `--grpc-tls-cert-file`, `--grpc-tls-key-file`, `--grpc-client-ca-file`:
+/// TLS on a gRPC server, optionally requiring client certificates.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GrpcServerTlsArgs {
+    /// Serve gRPC over TLS with this certificate chain (PEM); plaintext
+    /// when not given.
+    #[arg(long, env = "GRPC_TLS_CERT_FILE", requires = "grpc_tls_key_file")]
+    pub grpc_tls_cert_file: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --grpc-tls-cert-file.
+    #[arg(long, env = "GRPC_TLS_KEY_FILE", requires = "grpc_tls_cert_file")]
+    pub grpc_tls_key_file: Option<std::path::PathBuf>,
+    /// Require client certificates issued by these CAs (PEM): mutual TLS,
+    /// so only the cluster's edges (and holders of its certificates)
+    /// connect at all.
+    #[arg(long, env = "GRPC_CLIENT_CA_FILE", requires = "grpc_tls_cert_file")]
+    pub grpc_client_ca_file: Option<std::path::PathBuf>,
+}
+
+impl GrpcServerTlsArgs {
+    /// The server's TLS settings, `None` for plaintext.
+    pub fn config(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.grpc_tls_cert_file, &self.grpc_tls_key_file) else {
+            return Ok(None);
+        };
+        let identity = tonic::transport::Identity::from_pem(read_pem(cert)?, read_pem(key)?);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.grpc_client_ca_file {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read_pem(ca)?));
+        }
+        Ok(Some(config))
+    }
+}
+
+/// `--grpc-ca-file`, `--grpc-cert-file`, `--grpc-key-file`: how a client
+/// (an edge) checks the services' TLS certificates for `https://` service
+/// URLs, and the certificate it presents for mutual TLS.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GrpcClientTlsArgs {
+    /// CA certificates (PEM) to trust for `https://` service URLs instead
+    /// of the system's roots.
+    #[arg(long, env = "GRPC_CA_FILE")]
+    pub grpc_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) presented to the services (mutual
+    /// TLS); needs --grpc-key-file.
+    #[arg(long, env = "GRPC_CERT_FILE", requires = "grpc_key_file")]
+    pub grpc_cert_file: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --grpc-cert-file.
+    #[arg(long, env = "GRPC_KEY_FILE", requires = "grpc_cert_file")]
+    pub grpc_key_file: Option<std::path::PathBuf>,
+}
+
+impl GrpcClientTlsArgs {
+    /// The client's TLS settings (used for `https://` URLs only).
+    pub fn config(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        let mut config = tonic::transport::ClientTlsConfig::new();
+        config = match &self.grpc_ca_file {
+            Some(ca) => {
+                config.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(ca)?))
+            }
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.grpc_cert_file, &self.grpc_key_file) {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read_pem(cert)?,
+                read_pem(key)?,
+            ));
+        }
+        Ok(config)
+    }
+}
+
+fn read_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// `url` with any password replaced by `***`, for logs and errors.

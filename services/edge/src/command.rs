@@ -31,6 +31,10 @@ pub struct Args {
     redis_url: String,
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
+    /// How `https://` service URLs are checked, and the client
+    /// certificate presented to the services.
+    #[command(flatten)]
+    grpc_tls: runtime::GrpcClientTlsArgs,
     #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
@@ -48,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .sip
         .to_config(args.presence_url.clone(), args.registrar_url.clone());
     args.transport.apply(&mut config)?;
+    config.services_tls = Some(args.grpc_tls.config()?);
     config.service_credentials = args
         .service_token
         .credentials()

@@ -67,6 +67,9 @@ pub struct EdgeConfig {
     /// The bearer token presented to the services (`presence:internal`),
     /// when their gRPC API is authenticated.
     pub service_credentials: grpc_auth::ServiceCredentials,
+    /// TLS for `https://` service URLs (CA, client certificate); the
+    /// system's roots when `None`.
+    pub services_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -98,6 +101,7 @@ impl Default for EdgeConfig {
             claim_interval: Duration::from_secs(1),
             drain_grace: Duration::from_secs(5),
             service_credentials: grpc_auth::ServiceCredentials::none(),
+            services_tls: None,
         }
     }
 }

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::codegen::{http, BoxFuture, Service, StdError};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::Status;
 
 /// How often host names are resolved again.
@@ -108,6 +108,9 @@ struct Replica {
 struct Shared {
     service: &'static str,
     targets: Vec<Target>,
+    /// Used for `https://` targets, with the target's host as the name
+    /// the certificate must carry.
+    tls: ClientTlsConfig,
     timeout: Duration,
     connect_timeout: Duration,
     replicas: Mutex<Vec<Replica>>,
@@ -134,6 +137,18 @@ impl Replicas {
     /// runtime to keep following DNS; without one, names are resolved when
     /// calls need them.
     pub fn new(service: &'static str, urls: &str, timeout: Duration) -> Result<Self, ReplicaError> {
+        Self::new_with_tls(service, urls, timeout, None)
+    }
+
+    /// [`Replicas::new`] with the TLS settings of `https://` URLs (the
+    /// system's roots when `None`); each connection checks the
+    /// certificate against its URL's host name.
+    pub fn new_with_tls(
+        service: &'static str,
+        urls: &str,
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Self, ReplicaError> {
         let targets = parse_targets(service, urls)?;
         // Connecting may take a third of the deadline, so that an address
         // that swallows SYNs still leaves time to try another replica.
@@ -141,6 +156,7 @@ impl Replicas {
         let shared = Arc::new(Shared {
             service,
             targets,
+            tls: tls.unwrap_or_else(|| ClientTlsConfig::new().with_native_roots()),
             timeout,
             connect_timeout,
             replicas: Mutex::new(Vec::new()),
@@ -241,19 +257,21 @@ impl Shared {
         target: &Target,
         addr: SocketAddr,
     ) -> Result<Channel, tonic::transport::Error> {
-        Ok(
-            Endpoint::from_shared(format!("{}://{addr}", target.scheme))?
-                .origin(target.origin.clone())
-                .timeout(self.timeout)
-                .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true)
-                // A replica that vanishes without closing its connections
-                // (a partition, a frozen host) is noticed by the pings.
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true)
-                .connect_lazy(),
-        )
+        let mut endpoint = Endpoint::from_shared(format!("{}://{addr}", target.scheme))?;
+        if target.scheme == "https" {
+            endpoint = endpoint.tls_config(self.tls.clone().domain_name(target.host.clone()))?;
+        }
+        Ok(endpoint
+            .origin(target.origin.clone())
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            // A replica that vanishes without closing its connections
+            // (a partition, a frozen host) is noticed by the pings.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy())
     }
 
     /// The replicas to try for one call, in order: the next one in turn

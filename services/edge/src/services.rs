@@ -81,10 +81,17 @@ impl Services {
     /// a failure; a service that is down makes calls fail within the
     /// deadline, never hang.
     pub fn connect(config: &EdgeConfig) -> anyhow::Result<Self> {
-        let presence = Replicas::new("presence", &config.presence_url, config.rpc_timeout)
-            .context("presence service URLs")?;
-        let registrar = Replicas::new("registrar", &config.registrar_url, config.rpc_timeout)
-            .context("registrar service URLs")?;
+        let tls = config.services_tls.clone();
+        let presence = Replicas::new_with_tls(
+            "presence",
+            &config.presence_url,
+            config.rpc_timeout,
+            tls.clone(),
+        )
+        .context("presence service URLs")?;
+        let registrar =
+            Replicas::new_with_tls("registrar", &config.registrar_url, config.rpc_timeout, tls)
+                .context("registrar service URLs")?;
         Ok(Services {
             presence: Arc::new(GrpcPresence(PresenceClient::with_interceptor(
                 presence,

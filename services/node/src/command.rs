@@ -70,6 +70,8 @@ pub struct Args {
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
     #[command(flatten)]
+    grpc_tls: runtime::GrpcServerTlsArgs,
+    #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
 
@@ -118,16 +120,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registrar_config,
         Duration::from_millis(1000),
     );
+    let grpc_tls = args.grpc_tls.config()?;
     let presence_task = tokio::spawn(presence::serve_service(
         presence_listener,
         presence_service.clone(),
         presence_auth,
+        grpc_tls.clone(),
         runtime::shutdown_signal(),
     ));
     let registrar_task = tokio::spawn(registrar::serve_service(
         registrar_listener,
         registrar_service.clone(),
         registrar_auth,
+        grpc_tls.clone(),
         runtime::shutdown_signal(),
     ));
 

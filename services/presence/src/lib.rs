@@ -47,18 +47,20 @@ pub fn now_ms() -> u64 {
 
 /// Serves `presence.v1` (with gRPC health and reflection) on `listener` and
 /// sweeps expiries every `sweep_interval`, until `shutdown` resolves.
-/// `auth` decides who may call which RPC (health and reflection stay open).
+/// `auth` decides who may call which RPC (health and reflection stay open);
+/// `tls`, when given, puts the server behind TLS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     backend: std::sync::Arc<dyn store::Backend>,
     config: PresenceConfig,
     sweep_interval: std::time::Duration,
     auth: grpc_auth::ApiAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let monitor = runtime::monitor_backend(backend.clone());
     let (service, sweeper) = start(backend, config, sweep_interval);
-    let result = serve_service(listener, service, auth, shutdown).await;
+    let result = serve_service(listener, service, auth, tls, shutdown).await;
     sweeper.abort();
     monitor.abort();
     result
@@ -94,13 +96,14 @@ pub async fn serve_service(
     listener: tokio::net::TcpListener,
     service: std::sync::Arc<grpc::PresenceService>,
     auth: grpc_auth::ApiAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let health_follower = runtime::follow_health(health_reporter, &[runtime::PRESENCE_SERVICE]);
     let (reflection_v1, reflection_v1alpha) =
         runtime::reflection_services(&[runtime::PRESENCE_SERVICE])?;
-    let served = runtime::grpc_server()
+    let served = runtime::grpc_server(tls)?
         // WatchPresence streams live for hours: pings keep idle connections
         // open through load balancers and let a vanished client's stream
         // end within a minute.

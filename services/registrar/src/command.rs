@@ -41,6 +41,8 @@ pub struct Args {
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
     #[command(flatten)]
+    grpc_tls: runtime::GrpcServerTlsArgs,
+    #[command(flatten)]
     metrics: runtime::MetricsArgs,
 }
 
@@ -75,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config,
         Duration::from_millis(args.sweep_ms),
         auth,
+        args.grpc_tls.config()?,
         runtime::shutdown_signal(),
     )
     .await

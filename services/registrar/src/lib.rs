@@ -5,8 +5,8 @@
 //! * [`grpc`] — the `registrar.v1` adapter.
 //! * [`sweeper`] — removes expired bindings on time.
 
-pub mod command;
 pub mod bindings;
+pub mod command;
 pub mod grpc;
 pub mod sweeper;
 
@@ -24,18 +24,20 @@ pub fn now_ms() -> u64 {
 
 /// Serves `registrar.v1` (with gRPC health and reflection) on `listener` and
 /// sweeps expired bindings every `sweep_interval`, until `shutdown` resolves.
-/// `auth` decides who may call which RPC (health and reflection stay open).
+/// `auth` decides who may call which RPC (health and reflection stay open);
+/// `tls`, when given, puts the server behind TLS.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     backend: std::sync::Arc<dyn store::Backend>,
     config: RegistrarConfig,
     sweep_interval: std::time::Duration,
     auth: grpc_auth::ApiAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let monitor = runtime::monitor_backend(backend.clone());
     let (service, sweeper) = start(backend, config, sweep_interval);
-    let result = serve_service(listener, service, auth, shutdown).await;
+    let result = serve_service(listener, service, auth, tls, shutdown).await;
     sweeper.abort();
     monitor.abort();
     result
@@ -67,13 +69,14 @@ pub async fn serve_service(
     listener: tokio::net::TcpListener,
     service: std::sync::Arc<grpc::RegistrarService>,
     auth: grpc_auth::ApiAuth,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let health_follower = runtime::follow_health(health_reporter, &[runtime::REGISTRAR_SERVICE]);
     let (reflection_v1, reflection_v1alpha) =
         runtime::reflection_services(&[runtime::REGISTRAR_SERVICE])?;
-    let served = runtime::grpc_server()
+    let served = runtime::grpc_server(tls)?
         .layer(runtime::GrpcMetricsLayer)
         .layer(auth.layer())
         .add_service(health)

@@ -209,4 +209,32 @@ impl TestPki {
         };
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
+
+    /// Writes the client certificate and its key as PEM files (for
+    /// processes that present it); returns (certificate, key).
+    pub fn client_files(&self) -> (PathBuf, PathBuf) {
+        let cert = self.dir.path().join("client.pem");
+        let key = self.dir.path().join("client.key");
+        let pem: String = self
+            .client_chain
+            .iter()
+            .map(|der| {
+                let body = base64_lines(der.as_ref());
+                format!("-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n")
+            })
+            .collect();
+        std::fs::write(&cert, pem).expect("writing the client certificate");
+        std::fs::write(&key, &self.client_key_pem).expect("writing the client key");
+        (cert, key)
+    }
+}
+
+/// Base64 in lines of 64 characters, each ending in a newline (PEM).
+fn base64_lines(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    text.as_bytes()
+        .chunks(64)
+        .map(|line| format!("{}\n", String::from_utf8_lossy(line)))
+        .collect()
 }
