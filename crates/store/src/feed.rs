@@ -15,8 +15,12 @@ use tokio::sync::mpsc;
 use crate::{lock, ChannelMessage, FeedItem};
 
 /// How many items a feed buffers for its subscriber before it falls back to
-/// [`FeedItem::Resync`].
-pub const FEED_CAPACITY: usize = 4096;
+/// [`FeedItem::Resync`]. Sized for a mass expiry: the sweepers announce
+/// tens of thousands of expiries within seconds, faster for a moment than
+/// an edge turns them into NOTIFYs, and a resync (re-reading every watched
+/// presentity) in the middle of that burst costs far more than the
+/// buffered messages (about 1 KB each, and only while the subscriber lags).
+pub const FEED_CAPACITY: usize = 32_768;
 
 /// The entities one feed watches, shared between its control half and the
 /// task that delivers its messages.
