@@ -94,6 +94,6 @@ for version in "${KUBERNETES_VERSIONS[@]}"; do
 done
 
 # --- 3. the project's rules ---------------------------------------------------------
-"$py" scripts/k8s_policy.py --self-test "$out/${overlays[0]}.yaml"
+"$py" scripts/k8s_policy.py --self-test "${rendered[@]}"
 "$py" scripts/k8s_policy.py "${rendered[@]}" || fail "policy rules broken (above)"
 echo "check-k8s: ${#overlays[@]} overlays (${overlays[*]}) pass"
