@@ -10,8 +10,14 @@
 #      kubernetes-validate;
 #   3. checks the project's rules (scripts/k8s_policy.py: seccomp, non-root,
 #      probes, resources, Secrets only in Secrets, every env variable one
-#      the binaries read, gRPC authentication on, default-deny network
-#      policy, ...), after proving on a broken copy that each rule fires.
+#      the binaries read, gRPC authentication on, both ends of gRPC TLS
+#      agreeing, default-deny network policy, ...), after proving on broken
+#      copies that each rule fires;
+#   4. checks the Grafana dashboards in k8s/grafana (scripts/k8s_dashboard.py:
+#      JSON, the datasource variable, every metric and label one the
+#      processes serve, every family shown; PromQL syntax with promtool
+#      where the Debian package prometheus is installed), after proving on
+#      broken copies that each check fires.
 #
 # kubernetes-validate is installed once into a virtualenv under
 # target/k8s-check (PyPI); later runs take a few seconds.
@@ -97,3 +103,9 @@ done
 "$py" scripts/k8s_policy.py --self-test "${rendered[@]}"
 "$py" scripts/k8s_policy.py "${rendered[@]}" || fail "policy rules broken (above)"
 echo "check-k8s: ${#overlays[@]} overlays (${overlays[*]}) pass"
+
+# --- 4. the dashboards ---------------------------------------------------------------
+dashboards=(k8s/grafana/*.json)
+[ -e "${dashboards[0]}" ] || fail "no dashboard in k8s/grafana"
+"$py" scripts/k8s_dashboard.py --self-test "${dashboards[@]}"
+"$py" scripts/k8s_dashboard.py "${dashboards[@]}" || fail "dashboard checks broken (above)"
