@@ -360,7 +360,7 @@ print("- RSS every 60 s (MB): " + ", ".join("%d s %.0f" % (s, kb / 1024) for s, 
 PY
     for s in register publish; do
       f=$(ls "$run_dir"/$s*_.csv "$run_dir/$s-stat.csv" 2>/dev/null | head -1 || true)
-      [ -n "$f" ] && echo "- sipp $s: $(tail -1 "$f" | awk -F';' '{print "calls " $13 ", successful " $16 ", failed " $18}')"
+      [ -n "$f" ] && echo "- sipp $s: $(awk -F';' 'NR==1{for(i=1;i<=NF;i++) col[$i]=i; next} {last=$0} END{split(last,v,";"); print "calls " v[col["TotalCallCreated"]] ", successful " v[col["SuccessfulCall(C)"]] ", failed " v[col["FailedCall(C)"]]}' "$f")"
     done
     grep "expiry in the last minute" "$out/server.log" | tail -3 | sed 's/^/    /'
   } >"$out/summary.md"

@@ -88,6 +88,7 @@ async fn sweep_passes(
     subscriptions: &Subscriptions,
 ) -> Result<(Drained, Drained), crate::PublishError> {
     let backend = compositor.backend();
+    // Both schedules at once: a burst of one does not hold up the other.
     let publications = sweep::drain(
         backend.as_ref(),
         Schedule::Publications,
@@ -106,8 +107,7 @@ async fn sweep_passes(
                 }
             }
         },
-    )
-    .await?;
+    );
     let ended = sweep::drain(
         backend.as_ref(),
         Schedule::Subscriptions,
@@ -126,7 +126,8 @@ async fn sweep_passes(
                 }
             }
         },
-    )
-    .await?;
+    );
+    let (publications, ended) = tokio::join!(publications, ended);
+    let (publications, ended) = (publications?, ended?);
     Ok((publications, ended))
 }

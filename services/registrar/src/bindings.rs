@@ -322,10 +322,11 @@ impl Registrar {
             if rev == 0 {
                 return Ok(true);
             }
+            // The schedule entry stays: unscheduling after the delete could
+            // remove the entry of a REGISTER that re-created the record in
+            // between. The sweeper drops it when it falls due and finds
+            // nothing (`expire`, then the sweep's release).
             let done = self.backend.cas_record(&key, rev, None, None, None).await?;
-            if done.is_some() {
-                self.backend.unschedule(Schedule::Bindings, aor).await?;
-            }
             return Ok(done.is_some());
         }
         let earliest = bindings
@@ -442,10 +443,11 @@ impl Registrar {
                 .filter(|b| b.expires_at_ms > now_ms)
                 .collect();
             if live.len() == before {
-                // Nothing due (an early schedule entry): re-arm or drop it.
-                match live.iter().map(|b| b.expires_at_ms).min() {
-                    Some(due) => self.backend.schedule(Schedule::Bindings, aor, due).await?,
-                    None => self.backend.unschedule(Schedule::Bindings, aor).await?,
+                // Nothing due (an early schedule entry): re-arm it, or leave
+                // it to the sweep's release, which keeps an entry a
+                // concurrent REGISTER wrote meanwhile.
+                if let Some(due) = live.iter().map(|b| b.expires_at_ms).min() {
+                    self.backend.schedule(Schedule::Bindings, aor, due).await?;
                 }
                 return Ok(false);
             }
