@@ -4,7 +4,6 @@
 //! OPTIONS to the peer's own notifier.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -219,27 +218,6 @@ impl Core {
         }
     }
 
-    /// Where a URI is reached: its host and port (default 5060), over the transport its
-    /// `transport` parameter names, else `fallback`.
-    pub async fn resolve(uri: &Uri, fallback: Transport) -> Result<Link> {
-        let transport = Transport::from_uri(uri).unwrap_or(fallback);
-        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port().unwrap_or(5060);
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(Link {
-                transport,
-                addr: SocketAddr::new(ip, port),
-            });
-        }
-        let mut addrs = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::Resolve(host.to_owned(), e.to_string()))?;
-        let addr = addrs
-            .next()
-            .ok_or_else(|| Error::Resolve(host.to_owned(), "no address".to_owned()))?;
-        Ok(Link { transport, addr })
-    }
-
     fn build(
         &self,
         out: &Outgoing,
@@ -434,7 +412,7 @@ impl Core {
         loop {
             let wait = match out.link.transport {
                 Transport::Udp => interval,
-                Transport::Tcp => timeout,
+                Transport::Tcp | Transport::Tls => timeout,
             };
             let until = (tokio::time::Instant::now() + wait).min(deadline);
             match tokio::time::timeout_at(until, &mut receiver).await {

@@ -73,8 +73,9 @@
 //! * **Bad input.** A malformed NOTIFY body or an unexpected answer is an error item on the
 //!   watcher's stream; the watcher keeps working.
 //!
-//! Transports: UDP (with RFC 3261 retransmissions) and TCP (one connection per server or
-//! peer, kept open so NOTIFYs come back over it). TLS and WebSocket are not implemented.
+//! Transports: UDP (with RFC 3261 retransmissions), TCP (one connection per server or
+//! peer, kept open so NOTIFYs come back over it) and TLS to servers
+//! ([`PeerBuilder::tls_config`]). WebSocket is not implemented.
 
 #![warn(missing_docs)]
 
@@ -99,3 +100,5 @@ pub use watch::{PresenceWatcher, WatchItem};
 
 /// The PIDF crate, for [`PresenceInfo::extensions`] and whole documents.
 pub use pidf;
+/// rustls, for [`PeerBuilder::tls_config`].
+pub use rustls;

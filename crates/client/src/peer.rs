@@ -18,7 +18,7 @@ use crate::transport::{Link, Net, Transport};
 use crate::watch::{PresenceWatcher, WatchTarget};
 
 /// Configures a [`SimplePeer`]; start with [`SimplePeer::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerBuilder {
     identity: String,
     server: Option<String>,
@@ -26,6 +26,19 @@ pub struct PeerBuilder {
     transport: Transport,
     credentials: Credentials,
     timers: Timers,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for PeerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerBuilder")
+            .field("identity", &self.identity)
+            .field("server", &self.server)
+            .field("bind", &self.bind)
+            .field("transport", &self.transport)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerBuilder {
@@ -72,6 +85,13 @@ impl PeerBuilder {
         self
     }
 
+    /// The TLS client configuration (trusted roots, client certificate) for servers
+    /// reached over [`Transport::Tls`] (`sip:host:5061;transport=tls`).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Intervals and timers.
     pub fn timers(mut self, timers: Timers) -> Self {
         self.timers = timers;
@@ -81,11 +101,11 @@ impl PeerBuilder {
     /// Binds the sockets and starts the peer.
     pub async fn build(self) -> Result<SimplePeer> {
         let identity = Identity::parse(&self.identity)?;
+        let (net, incoming) = Net::bind(self.bind, self.tls).await?;
         let server = match &self.server {
-            Some(text) => Some(server_target(text, self.transport).await?),
+            Some(text) => Some(server_target(&net, text, self.transport).await?),
             None => None,
         };
-        let (net, incoming) = Net::bind(self.bind).await?;
         let host = contact_host(self.bind.ip(), server.as_ref().map(|s| s.link.addr));
         let core = Arc::new(Core::new(
             identity,
@@ -122,7 +142,7 @@ async fn dispatch(
 }
 
 /// Parses and resolves a server address.
-async fn server_target(text: &str, transport: Transport) -> Result<Target> {
+async fn server_target(net: &Net, text: &str, transport: Transport) -> Result<Target> {
     let trimmed = text.trim();
     let with_scheme = if trimmed.starts_with("sip:") || trimmed.starts_with("sips:") {
         trimmed.to_owned()
@@ -131,7 +151,7 @@ async fn server_target(text: &str, transport: Transport) -> Result<Target> {
     };
     let uri = Uri::parse(&with_scheme)
         .map_err(|e| Error::InvalidAddress(text.to_owned(), e.to_string()))?;
-    let link = Core::resolve(&uri, transport).await?;
+    let link = net.resolve(&uri, transport).await?;
     Ok(Target { link })
 }
 
@@ -208,6 +228,7 @@ impl SimplePeer {
             transport: Transport::Udp,
             credentials: Credentials::None,
             timers: Timers::default(),
+            tls: None,
         }
     }
 
@@ -355,7 +376,7 @@ impl SimplePeer {
         credentials: Option<Credentials>,
     ) -> Result<()> {
         let core = self.core();
-        let target = server_target(&server, core.transport).await?;
+        let target = server_target(&core.net, &server, core.transport).await?;
         if self.inner.bind_ip.is_unspecified() {
             if let Ok(mut host) = core.host.write() {
                 *host = contact_host(self.inner.bind_ip, Some(target.link.addr));

@@ -24,6 +24,9 @@ pub enum Transport {
     /// Messages framed by Content-Length over a connection the peer keeps open, so a
     /// server that never opens connections can still send NOTIFYs back.
     Tcp,
+    /// TCP inside TLS (rustls), to servers only: the peer opens TLS connections but does
+    /// not accept them. Needs [`PeerBuilder::tls_config`](crate::PeerBuilder::tls_config).
+    Tls,
 }
 
 impl Transport {
@@ -32,6 +35,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
@@ -40,6 +44,7 @@ impl Transport {
         match self {
             Transport::Udp => None,
             Transport::Tcp => Some("tcp"),
+            Transport::Tls => Some("tls"),
         }
     }
 
@@ -48,6 +53,7 @@ impl Transport {
         match uri.param("transport").flatten() {
             Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
             Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+            Some(t) if t.eq_ignore_ascii_case("tls") => Some(Transport::Tls),
             _ => None,
         }
     }
@@ -63,12 +69,22 @@ pub(crate) struct Link {
 /// How often an idle connection to a server carries a CRLF keep-alive (RFC 5626 §3.5.1), well
 /// within the edge's idle timeout.
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long opening a connection (and its TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A byte stream SIP is framed on: TCP, or TLS over TCP.
+trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
 
 /// The sockets of one peer.
 pub(crate) struct Net {
     udp: Arc<UdpSocket>,
     local: SocketAddr,
-    connections: Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>>,
+    connections: Mutex<HashMap<Link, mpsc::UnboundedSender<Bytes>>>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Host names of addresses resolved from names: what a TLS server's certificate is
+    /// checked against.
+    names: Mutex<HashMap<SocketAddr, String>>,
     incoming: mpsc::UnboundedSender<(Message, Link)>,
     /// Bumped whenever a connection closes: what was sent over it must be refreshed.
     lost: watch::Sender<u64>,
@@ -80,6 +96,7 @@ impl Net {
     /// Binds UDP and TCP on one port (`bind` may have port 0: one port free for both is picked).
     pub async fn bind(
         bind: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<(Arc<Net>, mpsc::UnboundedReceiver<(Message, Link)>)> {
         let mut attempts = 0;
         let (udp, listener) = loop {
@@ -105,6 +122,8 @@ impl Net {
             udp: Arc::new(udp),
             local,
             connections: Mutex::new(HashMap::new()),
+            tls: tls.map(tokio_rustls::TlsConnector::from),
+            names: Mutex::new(HashMap::new()),
             incoming,
             lost: watch::channel(0).0,
             tasks: Mutex::new(Vec::new()),
@@ -143,15 +162,15 @@ impl Net {
                 .await
                 .map(|_| ())
                 .map_err(|e| Error::Network(format!("UDP to {}: {e}", link.addr))),
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let existing = self
                     .connections
                     .lock()
                     .ok()
-                    .and_then(|c| c.get(&link.addr).cloned());
+                    .and_then(|c| c.get(&link).cloned());
                 let sender = match existing {
                     Some(sender) if !sender.is_closed() => sender,
-                    _ => self.connect(link.addr).await?,
+                    _ => self.connect(link).await?,
                 };
                 sender
                     .send(bytes)
@@ -160,30 +179,79 @@ impl Net {
         }
     }
 
-    async fn connect(self: &Arc<Self>, addr: SocketAddr) -> Result<mpsc::UnboundedSender<Bytes>> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+    /// Where a URI is reached: its host and port (default 5060), over the transport its
+    /// `transport` parameter names, else `fallback`. The host name of a resolved address is
+    /// remembered: a TLS server's certificate is checked against it.
+    pub async fn resolve(&self, uri: &sip::Uri, fallback: Transport) -> Result<Link> {
+        let transport = Transport::from_uri(uri).unwrap_or(fallback);
+        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port().unwrap_or(5060);
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(Link {
+                transport,
+                addr: SocketAddr::new(ip, port),
+            });
+        }
+        let mut addrs = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|_| Error::Network(format!("connecting to {addr}: timed out")))?
-            .map_err(|e| Error::Network(format!("connecting to {addr}: {e}")))?;
-        Ok(self.adopt(stream, addr, true))
+            .map_err(|e| Error::Resolve(host.to_owned(), e.to_string()))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| Error::Resolve(host.to_owned(), "no address".to_owned()))?;
+        if let Ok(mut names) = self.names.lock() {
+            names.insert(addr, host.to_owned());
+        }
+        Ok(Link { transport, addr })
+    }
+
+    async fn connect(self: &Arc<Self>, link: Link) -> Result<mpsc::UnboundedSender<Bytes>> {
+        let addr = link.addr;
+        let failed =
+            |e: &dyn std::fmt::Display| Error::Network(format!("connecting to {addr}: {e}"));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| failed(&"timed out"))?
+            .map_err(|e| failed(&e))?;
+        if link.transport != Transport::Tls {
+            return Ok(self.adopt(Box::new(stream), link, true));
+        }
+        let connector = self
+            .tls
+            .clone()
+            .ok_or_else(|| failed(&"TLS needs PeerBuilder::tls_config"))?;
+        let name = self
+            .names
+            .lock()
+            .ok()
+            .and_then(|names| names.get(&addr).cloned());
+        let server_name = match name {
+            Some(name) => rustls::pki_types::ServerName::try_from(name).map_err(|e| failed(&e))?,
+            None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, stream))
+            .await
+            .map_err(|_| failed(&"TLS handshake timed out"))?
+            .map_err(|e| failed(&e))?;
+        Ok(self.adopt(Box::new(tls), link, true))
     }
 
     /// Starts reading and writing a connection and makes it the one for `addr`.
     fn adopt(
         self: &Arc<Self>,
-        stream: TcpStream,
-        addr: SocketAddr,
+        stream: Box<dyn ByteStream>,
+        link: Link,
         keepalive: bool,
     ) -> mpsc::UnboundedSender<Bytes> {
         let (sender, outgoing) = mpsc::unbounded_channel();
         if let Ok(mut connections) = self.connections.lock() {
-            connections.insert(addr, sender.clone());
+            connections.insert(link, sender.clone());
         }
         let task = tokio::spawn(run_connection(
             Arc::downgrade(self),
             stream,
-            addr,
+            link,
             outgoing,
+            sender.clone(),
             keepalive,
         ));
         self.keep(task);
@@ -201,13 +269,13 @@ impl Net {
         }
     }
 
-    fn closed(&self, addr: SocketAddr, sender: &mpsc::UnboundedSender<Bytes>) {
+    fn closed(&self, link: Link, sender: &mpsc::UnboundedSender<Bytes>) {
         if let Ok(mut connections) = self.connections.lock() {
             if connections
-                .get(&addr)
+                .get(&link)
                 .is_some_and(|current| current.same_channel(sender))
             {
-                connections.remove(&addr);
+                connections.remove(&link);
             }
         }
         self.lost.send_modify(|n| *n += 1);
@@ -250,29 +318,27 @@ async fn accept_tcp(net: std::sync::Weak<Net>, listener: TcpListener) {
             continue;
         };
         let Some(net) = net.upgrade() else { return };
-        net.adopt(stream, addr, false);
+        let link = Link {
+            transport: Transport::Tcp,
+            addr,
+        };
+        net.adopt(Box::new(stream), link, false);
     }
 }
 
 async fn run_connection(
     net: std::sync::Weak<Net>,
-    stream: TcpStream,
-    addr: SocketAddr,
+    stream: Box<dyn ByteStream>,
+    link: Link,
     mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    sender: mpsc::UnboundedSender<Bytes>,
     keepalive: bool,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buffer = BytesMut::with_capacity(8192);
     let mut ticker = tokio::time::interval(KEEPALIVE);
     ticker.tick().await;
     let limits = sip::Limits::default();
-    let link = Link {
-        transport: Transport::Tcp,
-        addr,
-    };
-    let sender_for_close = net
-        .upgrade()
-        .and_then(|n| n.connections.lock().ok()?.get(&addr).cloned());
     loop {
         tokio::select! {
             read = reader.read_buf(&mut buffer) => {
@@ -309,7 +375,8 @@ async fn run_connection(
             }
         }
     }
-    if let (Some(net), Some(sender)) = (net.upgrade(), sender_for_close) {
-        net.closed(addr, &sender);
+    drop(outgoing);
+    if let Some(net) = net.upgrade() {
+        net.closed(link, &sender);
     }
 }

@@ -64,7 +64,7 @@ impl WatchTarget {
                 direct: false,
             }),
             _ => {
-                let link = Core::resolve(&uri, core.transport).await?;
+                let link = core.net.resolve(&uri, core.transport).await?;
                 Ok(WatchTarget {
                     uri,
                     link,
@@ -428,7 +428,7 @@ impl Subscription {
         }
         dialog.route = route;
         if let Some(contact) = contact {
-            retarget(dialog, contact).await;
+            retarget(&self.core, dialog, contact).await;
         }
     }
 
@@ -451,7 +451,7 @@ impl Subscription {
                 if let (Some(contact), Some(dialog)) =
                     (first_contact(response.headers()), self.dialog.as_mut())
                 {
-                    retarget(dialog, contact).await;
+                    retarget(&self.core, dialog, contact).await;
                 }
                 self.backoff.reset();
                 let granted = granted_expires(&response, expires);
@@ -509,7 +509,7 @@ impl Subscription {
         // Target refresh (RFC 6665 §4.1.2.1): the notifier's Contact is where requests of the
         // dialog go from now on.
         if let (Some(contact), Some(dialog)) = (contact, self.dialog.as_mut()) {
-            retarget(dialog, contact).await;
+            retarget(&self.core, dialog, contact).await;
         }
         self.first_outcome(Ok(()));
         let body = notify.body();
@@ -611,12 +611,12 @@ fn first_contact(headers: &sip::Headers) -> Option<Uri> {
 
 /// Makes `contact` the dialog's remote target, and sends there from now on when no route
 /// set says otherwise.
-async fn retarget(dialog: &mut Dialog, contact: Uri) {
+async fn retarget(core: &Core, dialog: &mut Dialog, contact: Uri) {
     if contact.as_str() == dialog.remote_target.as_str() && dialog.remote_tag.is_some() {
         return;
     }
     if dialog.route.is_empty() {
-        match Core::resolve(&contact, dialog.link.transport).await {
+        match core.net.resolve(&contact, dialog.link.transport).await {
             Ok(link) => dialog.link = link,
             Err(e) => {
                 tracing::debug!(error = %e, "new remote target not resolved; keeping the old")

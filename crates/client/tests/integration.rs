@@ -58,6 +58,7 @@ fn server_uri(addr: SocketAddr, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("sip:{addr}"),
         Transport::Tcp => format!("sip:{addr};transport=tcp"),
+        Transport::Tls => format!("sip:{addr};transport=tls"),
     }
 }
 
@@ -649,4 +650,109 @@ async fn two_devices_of_one_identity_are_seen_composed() {
     laptop.shutdown().await;
     let info = wait_for(&mut watcher, PresenceStatus::Available).await;
     assert_eq!(info.capabilities, ["audio"]);
+}
+
+/// A certificate authority and a server certificate for `localhost` and `127.0.0.1`, made at
+/// test time: the PEM files for the node, and the client configuration trusting the CA.
+fn test_pki(dir: &std::path::Path) -> (String, String, Arc<presence_client::rustls::ClientConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let cert_path = dir.join("server.pem");
+    let key_path = dir.join("server.key");
+    std::fs::write(&cert_path, cert.pem()).expect("writing the certificate");
+    std::fs::write(&key_path, key.serialize_pem()).expect("writing the key");
+    let mut roots = presence_client::rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).expect("CA trusted");
+    let provider = Arc::new(presence_client::rustls::crypto::ring::default_provider());
+    let config = presence_client::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+        Arc::new(config),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_node_registers_publishes_and_watches() {
+    let dir = std::env::temp_dir().join(format!("presence-client-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("directory");
+    let (cert, key, client_config) = test_pki(&dir);
+    let tls_port = free_port();
+    let node = Node::start_with(move |_| {
+        vec![
+            "--tls".into(),
+            format!("127.0.0.1:{tls_port}"),
+            "--tls-cert".into(),
+            cert,
+            "--tls-key".into(),
+            key,
+        ]
+    });
+    let tls_server = format!("sip:localhost:{tls_port};transport=tls");
+    let tls_peer = |identity: &str| {
+        SimplePeer::builder(identity)
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .tls_config(client_config.clone())
+            .timers(quick_timers(2))
+            .build()
+    };
+    let alice = tls_peer("alice@example.com").await.expect("Alice starts");
+    alice
+        .register(tls_server.clone())
+        .auth_bearer(node.tokens.token("alice@example.com"))
+        .await
+        .expect("Alice registers over TLS");
+    alice
+        .in_call()
+        .note("over TLS")
+        .await
+        .expect("Alice publishes");
+    let bob = tls_peer("bob@example.com").await.expect("Bob starts");
+    bob.register(tls_server)
+        .auth_bearer(node.tokens.token("bob@example.com"))
+        .await
+        .expect("Bob registers over TLS");
+    let mut watcher = bob.watch("alice").await.expect("Bob watches over TLS");
+    let info = wait_for(&mut watcher, PresenceStatus::InCall).await;
+    assert_eq!(info.note.as_deref(), Some("over TLS"));
+    // Through refresh cycles, over the same TLS connections.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    alice.available().await.expect("Alice hangs up");
+    wait_for(&mut watcher, PresenceStatus::Available).await;
+
+    // A server whose certificate is not trusted is refused.
+    let untrusted = SimplePeer::builder("bob@example.com")
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .tls_config(Arc::new(
+            presence_client::rustls::ClientConfig::builder_with_provider(Arc::new(
+                presence_client::rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(presence_client::rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        ))
+        .timers(quick_timers(2))
+        .build()
+        .await
+        .expect("starts");
+    let refused = untrusted
+        .register(format!("sip:localhost:{tls_port};transport=tls"))
+        .auth_bearer(node.tokens.token("bob@example.com"))
+        .await;
+    assert!(matches!(refused, Err(Error::Network(_))), "{refused:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
