@@ -58,8 +58,9 @@ pub struct SweepStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepSnapshot {
     /// How overdue the oldest due item was when the latest claim took it
-    /// (ms); 0 when the latest claim found nothing due. A value that stays
-    /// above the sweep interval means expiry is falling behind.
+    /// (ms) while a pass is working through a backlog; 0 once a pass has
+    /// taken everything that was due. A value that stays above a second
+    /// means expiry is falling behind.
     pub oldest_due_age_ms: u64,
     /// Items expired (removed and announced) since the process started.
     pub removed_total: u64,
@@ -215,6 +216,8 @@ where
             backend.schedule(schedule, member, now + RETRY_MS).await?;
         }
         if !full {
+            // Everything due at this claim has been handled.
+            stats.oldest_due_age_ms.store(0, Ordering::Relaxed);
             return Ok(drained);
         }
         // Let the rest of the process (and other sweeps) run between batches.
@@ -289,5 +292,147 @@ impl<T: Default + PartialEq> Report<T> {
         let window = std::mem::take(&mut self.window);
         let errors = std::mem::take(&mut self.errors);
         (window != T::default() || errors > 0).then_some((window, errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::redis::RedisBackend;
+    use crate::testing::RedisServer;
+
+    /// Claims take each due member once, hold it from other claimants, and
+    /// release drops only what nobody scheduled again.
+    async fn claims_are_exclusive_and_release_keeps_rearmed(backend: &dyn Backend) {
+        let schedule = Schedule::Publications;
+        for (member, due) in [("a", 100), ("b", 200), ("c", 300), ("later", 10_000)] {
+            backend.schedule(schedule, member, due).await.unwrap();
+        }
+        let first = backend.claim_due(schedule, 1_000, 2, 5_000).await.unwrap();
+        assert_eq!(first, vec![("a".to_string(), 100), ("b".to_string(), 200)]);
+        // Another sweeper at the same moment gets the rest, not the same.
+        let second = backend.claim_due(schedule, 1_000, 10, 5_000).await.unwrap();
+        assert_eq!(second, vec![("c".to_string(), 300)]);
+        assert!(backend
+            .claim_due(schedule, 1_000, 10, 5_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // A write re-arms "b" while it is claimed: release keeps it.
+        backend.schedule(schedule, "b", 7_000).await.unwrap();
+        let members: Vec<String> = ["a", "b", "c"].iter().map(|m| m.to_string()).collect();
+        assert_eq!(backend.release(schedule, &members).await.unwrap(), 2);
+        let left = backend.due(schedule, u64::MAX, 10).await.unwrap();
+        assert_eq!(
+            left,
+            vec![("b".to_string(), 7_000), ("later".to_string(), 10_000)]
+        );
+        // A claim whose holder died: due again once the hold lapses.
+        backend.schedule(schedule, "d", 400).await.unwrap();
+        let held = backend.claim_due(schedule, 1_000, 10, 5_000).await.unwrap();
+        assert_eq!(held, vec![("d".to_string(), 400)]);
+        let again = backend.claim_due(schedule, 5_001, 10, 9_000).await.unwrap();
+        assert_eq!(again.first().map(|(m, _)| m.as_str()), Some("d"));
+    }
+
+    #[tokio::test]
+    async fn memory_claims_are_exclusive_and_release_keeps_rearmed() {
+        claims_are_exclusive_and_release_keeps_rearmed(&MemoryBackend::new()).await;
+    }
+
+    #[tokio::test]
+    async fn redis_claims_are_exclusive_and_release_keeps_rearmed() {
+        let server = RedisServer::start().expect("redis-server");
+        let backend = RedisBackend::connect(&server.url()).await.unwrap();
+        claims_are_exclusive_and_release_keeps_rearmed(&backend).await;
+    }
+
+    /// One pass handles everything due, however many batches that takes,
+    /// leaves what is not due, and counts what it did.
+    #[tokio::test]
+    async fn a_pass_drains_every_due_member_in_batches() {
+        let backend = MemoryBackend::new();
+        let schedule = Schedule::Subscriptions;
+        let due_count = 3 * BATCH + 7;
+        for i in 0..due_count {
+            backend
+                .schedule(schedule, &format!("m{i}"), 1_000 + i as u64)
+                .await
+                .unwrap();
+        }
+        backend
+            .schedule(schedule, "future", 1_000_000)
+            .await
+            .unwrap();
+        backend
+            .schedule(schedule, "refreshed", 1_500)
+            .await
+            .unwrap();
+        let stats = SweepStats::new();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let drained = drain(
+            &backend,
+            schedule,
+            &stats,
+            || 10_000,
+            |member, now| {
+                assert_eq!(now, 10_000);
+                seen.lock().unwrap().push(member.clone());
+                let backend = backend.clone();
+                async move {
+                    if member == "refreshed" {
+                        // Handling found it refreshed and re-armed it.
+                        backend.schedule(schedule, &member, 50_000).await.unwrap();
+                        return Handled::Nothing;
+                    }
+                    Handled::Removed
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(drained.removed, due_count);
+        assert_eq!(drained.handled, due_count + 1);
+        assert_eq!(seen.lock().unwrap().len(), due_count + 1);
+        let left = backend.due(schedule, u64::MAX, 10).await.unwrap();
+        assert_eq!(
+            left,
+            vec![
+                ("refreshed".to_string(), 50_000),
+                ("future".to_string(), 1_000_000)
+            ]
+        );
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.removed_total, due_count as u64);
+        assert_eq!(snapshot.sweeps_total, 1);
+        assert_eq!(
+            snapshot.oldest_due_age_ms, 0,
+            "nothing due at the last claim"
+        );
+    }
+
+    /// A member whose handling failed is retried soon, not dropped.
+    #[tokio::test]
+    async fn a_failed_member_is_due_again_shortly() {
+        let backend = MemoryBackend::new();
+        let schedule = Schedule::Bindings;
+        backend.schedule(schedule, "x", 500).await.unwrap();
+        let stats = SweepStats::new();
+        let drained = drain(
+            &backend,
+            schedule,
+            &stats,
+            || 1_000,
+            |_, _| async { Handled::Failed },
+        )
+        .await
+        .unwrap();
+        assert_eq!(drained.failed, 1);
+        assert_eq!(
+            backend.due(schedule, u64::MAX, 10).await.unwrap(),
+            vec![("x".to_string(), 1_000 + RETRY_MS)]
+        );
+        assert_eq!(stats.snapshot().failed_total, 1);
     }
 }
