@@ -350,6 +350,10 @@ impl SimplePeer {
     /// Watches someone's presence: `"alice"` (a user of this peer's domain, through the
     /// server), `"alice@example.com"`, `"sip:alice@example.com"`, or
     /// `"alice@192.168.1.100:5060"` (directly, peer to peer).
+    ///
+    /// Returns once the first SUBSCRIBE is answered, or after 5 s without an answer (a peer
+    /// that is offline): the watcher then keeps trying by itself. A refusal (403, 404, ...)
+    /// is the error of this call.
     pub async fn watch(&self, target: &str) -> Result<PresenceWatcher> {
         let core = self.core().clone();
         let parsed = WatchTarget::parse(&core, target).await?;

@@ -75,6 +75,10 @@ impl WatchTarget {
     }
 }
 
+/// How long `watch()` waits for the first answer before returning a watcher that keeps
+/// trying by itself.
+const FIRST_ANSWER_PATIENCE: Duration = Duration::from_secs(5);
+
 /// One item of a watcher's stream.
 pub type WatchItem = Result<PresenceInfo>;
 
@@ -106,14 +110,15 @@ impl std::fmt::Debug for PresenceWatcher {
 }
 
 impl PresenceWatcher {
-    /// Subscribes and returns once the first SUBSCRIBE is answered. A refusal (403, 404,
-    /// 489, ...) is an error; a network failure is not: the watcher retries and reports it
-    /// on its stream.
+    /// Subscribes and returns once the first SUBSCRIBE is answered (or after 5 s without
+    /// an answer). A refusal (403, 404, 489, ...) is an error; a network failure is not:
+    /// the watcher retries and reports it on its stream.
     pub(crate) async fn start(core: Arc<Core>, name: &str, target: WatchTarget) -> Result<Self> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (current_tx, current) = watch::channel(None);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (first_tx, first_rx) = oneshot::channel();
+        let core_timeout = core.timers.transaction_timeout;
         let task = Subscription {
             backoff: Backoff::new(&core.timers),
             core,
@@ -124,9 +129,12 @@ impl PresenceWatcher {
             dialog: None,
             first: Some(first_tx),
         };
+        // A peer that does not answer would hold the caller for the whole transaction
+        // timeout: after a few seconds the watcher is returned and keeps trying.
+        let patience = FIRST_ANSWER_PATIENCE.min(core_timeout);
         tokio::spawn(task.run(control_rx));
-        match first_rx.await {
-            Ok(Err(e)) => Err(e),
+        match tokio::time::timeout(patience, first_rx).await {
+            Ok(Ok(Err(e))) => Err(e),
             _ => Ok(PresenceWatcher {
                 target: name.to_owned(),
                 events,
