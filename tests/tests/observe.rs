@@ -269,3 +269,207 @@ async fn a_service_started_before_redis_waits_for_it() {
     )
     .await;
 }
+
+/// Spans received by the in-process OTLP collector: (service name, span).
+type Received =
+    std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>;
+
+/// An OTLP/gRPC trace collector, as an operator's would be.
+struct Collector {
+    received: Received,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut received = self.received.lock().expect("collector lock");
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| &resource.attributes)
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref())
+                .and_then(|value| match &value.value {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(name),
+                    ) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    received.push((service.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// One PUBLISH is one trace: the edge's span, the presence service's span
+/// as its child across gRPC, and — linked to it through the announcement on
+/// Redis — the NOTIFY another edge sends for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_is_one_trace_from_the_edge_through_presence_to_the_notify() {
+    use cluster_tests::process::{wait_for_tcp, Process};
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+
+    let received: Received = Default::default();
+    let collector_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("collector port");
+    let collector_addr = collector_listener.local_addr().expect("collector address");
+    let collector = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector {
+                received: received.clone(),
+            }))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(
+                collector_listener,
+            )),
+    );
+    let otel = |name: &str| {
+        vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                format!("http://{collector_addr}"),
+            ),
+            ("OTEL_SERVICE_NAME".to_string(), name.to_string()),
+            ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+        ]
+    };
+
+    let redis = store::testing::RedisServer::start().expect("redis-server");
+    let tokens = cluster_tests::cluster::Tokens::new();
+    let mut processes = Vec::new();
+    let mut grpc_ports = Vec::new();
+    for service in ["presence", "registrar"] {
+        let port = free_port();
+        let args = vec![
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--redis-url".into(),
+            redis.url(),
+        ];
+        processes.push(Process::spawn(service, service, &args, &otel(service)));
+        wait_for_tcp(port, Duration::from_secs(60));
+        grpc_ports.push(port);
+    }
+    let mut edges = Vec::new();
+    for name in ["edge-a", "edge-b"] {
+        let port = free_port();
+        let mut args = vec![
+            "--udp".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--tcp".into(),
+            format!("127.0.0.1:{port}"),
+            "--edge-id".into(),
+            name.into(),
+            "--presence-url".into(),
+            format!("http://127.0.0.1:{}", grpc_ports[0]),
+            "--registrar-url".into(),
+            format!("http://127.0.0.1:{}", grpc_ports[1]),
+            "--redis-url".into(),
+            redis.url(),
+        ];
+        args.extend(tokens.edge_args());
+        processes.push(Process::spawn(name, "edge", &args, &otel(name)));
+        wait_for_tcp(port, Duration::from_secs(60));
+        edges.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+
+    let alice_token = tokens.token("alice@example.com");
+    let bob_token = tokens.token("bob@example.com");
+    let mut bob = Ua::udp("bob@example.com", edges[1]).await;
+    let (subscribed, _dialog) = bob.subscribe("alice@example.com", &bob_token, 300).await;
+    assert_eq!(subscribed.status(), 200);
+    assert!(bob.next_notify(WAIT).await.is_some(), "initial NOTIFY");
+    let mut alice = Ua::udp("alice@example.com", edges[0]).await;
+    let published = alice
+        .publish(
+            &alice_token,
+            None,
+            Some(&pidf("alice@example.com", "open", "traced")),
+            600,
+        )
+        .await;
+    assert_eq!(published.status(), 200);
+    assert!(
+        bob.next_notify(WAIT).await.is_some(),
+        "NOTIFY after PUBLISH"
+    );
+
+    // Find the three spans and their relations, waiting for the exports.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (publish, server, notify) = loop {
+        let found = {
+            let spans = received.lock().expect("collector lock");
+            let publish = spans
+                .iter()
+                .find(|(service, span)| service == "edge-a" && span.name == "PUBLISH")
+                .map(|(_, span)| span.clone());
+            let server = publish.as_ref().and_then(|publish| {
+                spans
+                    .iter()
+                    .find(|(service, span)| {
+                        service == "presence"
+                            && span.name == "/presence.v1.Presence/Publish"
+                            && span.trace_id == publish.trace_id
+                    })
+                    .map(|(_, span)| span.clone())
+            });
+            let notify = server.as_ref().and_then(|server| {
+                spans
+                    .iter()
+                    .find(|(service, span)| {
+                        service == "edge-b"
+                            && span.name == "NOTIFY"
+                            && span.links.iter().any(|link| {
+                                link.trace_id == server.trace_id && link.span_id == server.span_id
+                            })
+                    })
+                    .map(|(_, span)| span.clone())
+            });
+            match (publish, server, notify) {
+                (Some(p), Some(s), Some(n)) => Some((p, s, n)),
+                _ => None,
+            }
+        };
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans never arrived; received: {:?}",
+            received
+                .lock()
+                .expect("collector lock")
+                .iter()
+                .map(|(service, span)| format!("{service}:{}", span.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        server.parent_span_id, publish.span_id,
+        "the presence service's span is the PUBLISH span's child"
+    );
+    assert_ne!(
+        notify.trace_id, publish.trace_id,
+        "the NOTIFY has a trace of its own"
+    );
+    collector.abort();
+}

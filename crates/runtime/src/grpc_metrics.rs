@@ -115,7 +115,11 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let method = method_label(request.uri().path());
         let started = std::time::Instant::now();
-        let response = self.inner.call(request);
+        let span = server_span(method, request.headers());
+        let response = {
+            let _entered = span.enter();
+            tracing::Instrument::instrument(self.inner.call(request), span.clone())
+        };
         Box::pin(async move {
             let response = response.await;
             let code = match &response {
@@ -128,6 +132,22 @@ where
             response
         })
     }
+}
+
+/// The span of one call (when traces are exported; none otherwise), a
+/// child of the caller's span when the request carries `traceparent`.
+fn server_span(method: &'static str, headers: &http::HeaderMap) -> tracing::Span {
+    if !telemetry::traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = method,
+        otel.kind = "server",
+        rpc.system = "grpc"
+    );
+    telemetry::traces::set_parent(&span, telemetry::traces::extract_headers(headers));
+    span
 }
 
 #[cfg(test)]

@@ -20,28 +20,58 @@ use store::Backend;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logging to stderr, filtered by `RUST_LOG` (default `info`); JSON lines when
-/// `LOG_FORMAT=json` (what log collectors in Kubernetes want); colours only
-/// when stderr is a terminal.
-pub fn init_tracing() {
+/// `LOG_FORMAT=json` (what log collectors in Kubernetes want), with the
+/// current span's fields (a request's `trace_id` among them when traces
+/// are exported); colours only when stderr is a terminal. Spans go to an
+/// OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see
+/// `telemetry::traces`), named `service_name` unless `OTEL_SERVICE_NAME`
+/// says otherwise. Keep the returned guard for the life of the process: it
+/// flushes the last spans when dropped.
+pub fn init_tracing(service_name: &str) -> telemetry::traces::TraceGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a person at a terminal: escape codes in a file or a
-    // log collector's pipe are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
     let json = std::env::var("LOG_FORMAT")
         .map(|v| v == "json")
         .unwrap_or(false);
+    // Colour only for a person at a terminal: escape codes in a file or a
+    // log collector's pipe are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        fmt.with_filter(filter).boxed()
+    };
+    let (otlp, guard) = match telemetry::traces::otlp_layer(service_name) {
+        Ok(exporting) => exporting,
+        Err(e) => {
+            eprintln!("traces are not exported: {e}");
+            (None, telemetry::traces::TraceGuard::default())
+        }
+    };
     // A second initialisation (tests running several services in one
     // process) is harmless: the first subscriber stays.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    // `RUST_LOG` filters the log lines only: spans are exported at info
+    // and above whatever the log level (a quiet log must not lose traces).
+    let otlp = otlp.map(|layer| layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otlp)
+        .try_init();
+    if telemetry::traces::enabled() {
+        tracing::info!(service_name, "exporting traces over OTLP");
+    }
+    guard
 }
 
 /// The state backend: Redis at `redis_url` (`redis://host:port` for one
@@ -74,7 +104,7 @@ pub async fn backend(
                 match store::open_with_tls(&url, tls.clone()).await {
                     Ok(backend) => break backend,
                     Err(store::StoreError::Unavailable(reason)) => {
-                        let wait = backoff.next();
+                        let wait = backoff.next_wait();
                         telemetry::health().fail("backend", reason.clone());
                         tracing::warn!(
                             url = %shown,
@@ -115,7 +145,7 @@ impl Backoff {
     }
 
     /// The wait before the next attempt.
-    pub fn next(&mut self) -> std::time::Duration {
+    pub fn next_wait(&mut self) -> std::time::Duration {
         let wait = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         wait

@@ -1,12 +1,14 @@
 //! What a process of the presence cluster tells its operators about itself:
 //! Prometheus metrics and health, served over HTTP on the port given by
-//! `--metrics-listen`.
+//! `--metrics-listen`, and traces, exported over OTLP when configured.
 //!
 //! * [`registry`] — the process's one metric registry; each crate registers
 //!   its own metric families once, at first use ([`register`]).
 //! * [`health`] — readiness conditions (backend reachable, not draining),
 //!   shared by the HTTP probes and the gRPC health service.
 //! * [`http`] — `/metrics`, `/livez` and `/readyz`.
+//! * [`traces`] — OpenTelemetry spans exported over OTLP, and the trace
+//!   context carried across gRPC and Redis channels.
 //!
 //! Recording a metric is an atomic add (counters, gauges) or a bucket search
 //! and two atomic adds (histograms): cheap enough for every request. Label
@@ -18,6 +20,7 @@
 pub mod health;
 pub mod http;
 pub mod registry;
+pub mod traces;
 
 pub use health::{health, Health};
 pub use registry::{encode, register, register_collector};

@@ -731,6 +731,52 @@ impl CredentialSource for Ha1Credentials {
     }
 }
 
+/// Counts an authentication decision (`sip_auth`): the scheme that
+/// succeeded, or the one presented when refused (`none` without
+/// credentials), and the outcome.
+fn record_decision(request: &Request, decision: &Result<Identity, Box<Response>>) {
+    let (scheme, outcome) = match decision {
+        Ok(identity) => (
+            match identity.method {
+                AuthMethod::Bearer => "bearer",
+                AuthMethod::Digest => "digest",
+                AuthMethod::TrustedPeer => "trusted-peer",
+                AuthMethod::None => "none",
+            },
+            "accepted",
+        ),
+        Err(response) => {
+            let presented = request
+                .headers()
+                .lines(&HeaderName::Authorization)
+                .next()
+                .map(|line| line.trim_start().as_bytes());
+            let scheme = match presented {
+                None => "none",
+                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"bearer") => {
+                    "bearer"
+                }
+                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"digest") => {
+                    "digest"
+                }
+                Some(_) => "other",
+            };
+            let outcome = match response.status() {
+                401 | 407 if scheme == "none" => "challenged",
+                401 | 407 | 403 => "refused",
+                400 => "malformed",
+                503 => "unavailable",
+                _ => "other",
+            };
+            (scheme, outcome)
+        }
+    };
+    crate::metrics::metrics()
+        .auth
+        .get_or_create(&crate::metrics::AuthLabels { scheme, outcome })
+        .inc();
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -894,50 +940,4 @@ mod tests {
         std::fs::remove_file(&path)?;
         Ok(())
     }
-}
-
-/// Counts an authentication decision (`sip_auth`): the scheme that
-/// succeeded, or the one presented when refused (`none` without
-/// credentials), and the outcome.
-fn record_decision(request: &Request, decision: &Result<Identity, Box<Response>>) {
-    let (scheme, outcome) = match decision {
-        Ok(identity) => (
-            match identity.method {
-                AuthMethod::Bearer => "bearer",
-                AuthMethod::Digest => "digest",
-                AuthMethod::TrustedPeer => "trusted-peer",
-                AuthMethod::None => "none",
-            },
-            "accepted",
-        ),
-        Err(response) => {
-            let presented = request
-                .headers()
-                .lines(&HeaderName::Authorization)
-                .next()
-                .map(|line| line.trim_start().as_bytes());
-            let scheme = match presented {
-                None => "none",
-                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"bearer") => {
-                    "bearer"
-                }
-                Some(line) if line.len() >= 6 && line[..6].eq_ignore_ascii_case(b"digest") => {
-                    "digest"
-                }
-                Some(_) => "other",
-            };
-            let outcome = match response.status() {
-                401 | 407 if scheme == "none" => "challenged",
-                401 | 407 | 403 => "refused",
-                400 => "malformed",
-                503 => "unavailable",
-                _ => "other",
-            };
-            (scheme, outcome)
-        }
-    };
-    crate::metrics::metrics()
-        .auth
-        .get_or_create(&crate::metrics::AuthLabels { scheme, outcome })
-        .inc();
 }

@@ -78,6 +78,9 @@ struct Signal {
     ended: Arc<Vec<WatcherEntry>>,
     version: u64,
     pidf: Arc<str>,
+    /// `traceparent` of the change behind `version`, when traces are
+    /// exported: the NOTIFY's span links to it.
+    trace: Option<Arc<str>>,
     expires_at: Instant,
     /// Bumped by a refresh: RFC 6665 §4.2.1.2 wants a NOTIFY after every
     /// accepted SUBSCRIBE, even if the state did not change.
@@ -234,6 +237,7 @@ impl Dialogs {
             ended: Arc::new(Vec::new()),
             version,
             pidf,
+            trace: None,
             expires_at,
             refreshes: 1,
             end: None,
@@ -415,11 +419,12 @@ impl Dialogs {
     }
 
     /// A new state of `presentity` was heard: offered to every dialog of it.
-    pub fn offer(&self, presentity: &str, version: u64, pidf: &str) {
+    pub fn offer(&self, presentity: &str, version: u64, pidf: &str, trace: Option<&str>) {
         let Ok(mut index) = self.index.lock() else {
             return;
         };
         let pidf: Arc<str> = Arc::from(pidf);
+        let trace: Option<Arc<str>> = trace.map(Arc::from);
         let heard = index.heard + 1;
         let Some(w) = index.watched.get_mut(presentity) else {
             return;
@@ -440,6 +445,7 @@ impl Dialogs {
                 if version > s.version && s.mode == Mode::Presence {
                     s.version = version;
                     s.pidf = pidf.clone();
+                    s.trace = trace.clone();
                     true
                 } else {
                     false
@@ -754,9 +760,13 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 }
             };
             let cseq = d.next_cseq();
-            let outcome = Box::pin(send(
-                &edge, &d.record, d.protocol, d.remote, cseq, state, body,
-            ))
+            let span = notify_span(signal.trace.as_deref());
+            let outcome = tracing::Instrument::instrument(
+                Box::pin(send(
+                    &edge, &d.record, d.protocol, d.remote, cseq, state, body,
+                )),
+                span,
+            )
             .await;
             match outcome {
                 Delivery::Delivered => d.last_version = signal.version,
@@ -796,4 +806,22 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         }
     }
     Box::pin(edge.dialogs.remove(&d.record.id)).await;
+}
+
+/// The span of one NOTIFY, linked to the change that caused it (when traces
+/// are exported; none otherwise).
+fn notify_span(trace: Option<&str>) -> tracing::Span {
+    if !telemetry::traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "sip.notify",
+        otel.name = "NOTIFY",
+        otel.kind = "client",
+        sip.method = "NOTIFY"
+    );
+    if let Some(trace) = trace {
+        telemetry::traces::link(&span, trace);
+    }
+    span
 }

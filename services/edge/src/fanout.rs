@@ -17,8 +17,13 @@ pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
     while let Some(item) = feed.recv().await {
         match item {
             FeedItem::Message(message) => match Announcement::from_payload(&message.payload) {
-                Some(Announcement::State { version, pidf }) => {
-                    edge.dialogs.offer(&message.entity, version, &pidf);
+                Some(Announcement::State {
+                    version,
+                    pidf,
+                    trace,
+                }) => {
+                    edge.dialogs
+                        .offer(&message.entity, version, &pidf, trace.as_deref());
                 }
                 Some(Announcement::Terminated { dialog_id, reason }) => {
                     edge.dialogs.terminate(&dialog_id, &reason);
@@ -60,7 +65,7 @@ pub async fn resync(edge: Arc<Edge>) {
         {
             Ok(state) => {
                 let pidf = String::from_utf8_lossy(&state.pidf);
-                edge.dialogs.offer(&presentity, state.version, &pidf);
+                edge.dialogs.offer(&presentity, state.version, &pidf, None);
             }
             Err(e) => tracing::warn!(%presentity, error = %e, "resynchronisation read failed"),
         }

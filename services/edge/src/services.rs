@@ -120,6 +120,8 @@ macro_rules! forward_rpcs {
             $(
                 async fn $rpc(&self, request: $req) -> Result<$resp, Status> {
                     let started = std::time::Instant::now();
+                    let mut request = tonic::Request::new(request);
+                    telemetry::traces::inject_metadata(request.metadata_mut());
                     let result = self.0.clone().$rpc(request).await.map(tonic::Response::into_inner);
                     crate::metrics::rpc(
                         stringify!($rpc),

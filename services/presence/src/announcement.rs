@@ -18,6 +18,10 @@ pub enum Announcement {
         version: u64,
         /// Composed application/pidf+xml.
         pidf: String,
+        /// W3C `traceparent` of the request that made the change, when
+        /// traces are exported: edges link their NOTIFYs' spans to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// One subscription ended on the server side (expiry, rejection); the
     /// edge holding the dialog sends the final NOTIFY with this reason.

@@ -436,6 +436,7 @@ impl Compositor {
                     Announcement::State {
                         version: record.version,
                         pidf: record.composed.clone(),
+                        trace: telemetry::traces::current_traceparent(),
                     }
                     .to_message(presentity),
                 )

@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing();
+    let _traces = runtime::init_tracing("presence");
     presence::command::run(clap::Parser::parse()).await
 }

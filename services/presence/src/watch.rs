@@ -264,7 +264,7 @@ async fn dispatch(
         let routes = lock(&hub.routes);
         match item {
             FeedItem::Message(message) => match Announcement::from_payload(&message.payload) {
-                Some(Announcement::State { version, pidf }) => {
+                Some(Announcement::State { version, pidf, .. }) => {
                     if let Some(streams) = routes.by_presentity.get(&message.entity) {
                         for inbox in streams.values() {
                             inbox.push(Change {

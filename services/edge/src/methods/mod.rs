@@ -149,12 +149,16 @@ async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
             return;
         }
     }
+    let span = request_span(method);
     let outcome = match precheck(&request) {
         Some(response) => response.into(),
         None if *request.method() == Method::Cancel => cancel::handle(&edge, &request, &key).into(),
-        None => dispatch(&edge, &request, source).await,
+        None => {
+            tracing::Instrument::instrument(dispatch(&edge, &request, source), span.clone()).await
+        }
     };
     let mut response = outcome.response;
+    span.record("sip.status_code", response.status());
     crate::transaction::ensure_to_tag(&mut response, &key);
     let bytes = response.to_bytes();
     edge.server_transactions
@@ -164,6 +168,26 @@ async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
     if let Some(dialog) = outcome.then {
         edge.dialogs.activate(&edge, dialog);
     }
+}
+
+/// The span of one request (when traces are exported; none otherwise),
+/// with the trace id as a field, so that the request's log lines carry it.
+fn request_span(method: &'static str) -> tracing::Span {
+    if !telemetry::traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "sip.request",
+        otel.name = method,
+        otel.kind = "server",
+        sip.method = method,
+        sip.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(trace_id) = telemetry::traces::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
 }
 
 /// Checks every request must pass before its method handler runs.

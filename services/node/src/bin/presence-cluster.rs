@@ -80,22 +80,22 @@ async fn main() -> anyhow::Result<()> {
     match command.as_str() {
         "edge" => {
             let args = edge::command::Args::parse_from(args);
-            runtime::init_tracing();
+            let _traces = runtime::init_tracing("edge");
             edge::command::run(args).await
         }
         "presence" => {
             let args = presence::command::Args::parse_from(args);
-            runtime::init_tracing();
+            let _traces = runtime::init_tracing("presence");
             presence::command::run(args).await
         }
         "registrar" => {
             let args = registrar::command::Args::parse_from(args);
-            runtime::init_tracing();
+            let _traces = runtime::init_tracing("registrar");
             registrar::command::run(args).await
         }
         _ => {
             let args = presence_node::command::Args::parse_from(args);
-            runtime::init_tracing();
+            let _traces = runtime::init_tracing("presence-node");
             presence_node::command::run(args).await
         }
     }
