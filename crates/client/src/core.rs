@@ -412,7 +412,7 @@ impl Core {
         loop {
             let wait = match out.link.transport {
                 Transport::Udp => interval,
-                Transport::Tcp | Transport::Tls => timeout,
+                Transport::Tcp | Transport::Tls | Transport::Ws => timeout,
             };
             let until = (tokio::time::Instant::now() + wait).min(deadline);
             match tokio::time::timeout_at(until, &mut receiver).await {

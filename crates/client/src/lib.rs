@@ -74,8 +74,9 @@
 //!   watcher's stream; the watcher keeps working.
 //!
 //! Transports: UDP (with RFC 3261 retransmissions), TCP (one connection per server or
-//! peer, kept open so NOTIFYs come back over it) and TLS to servers
-//! ([`PeerBuilder::tls_config`]). WebSocket is not implemented.
+//! peer, kept open so NOTIFYs come back over it), and to servers TLS
+//! ([`PeerBuilder::tls_config`]) and WebSocket (RFC 7118, `;transport=ws`). Secure
+//! WebSocket is not implemented.
 
 #![warn(missing_docs)]
 

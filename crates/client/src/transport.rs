@@ -27,6 +27,9 @@ pub enum Transport {
     /// TCP inside TLS (rustls), to servers only: the peer opens TLS connections but does
     /// not accept them. Needs [`PeerBuilder::tls_config`](crate::PeerBuilder::tls_config).
     Tls,
+    /// SIP over WebSocket (RFC 7118, subprotocol `sip`), to servers only: one SIP message
+    /// per WebSocket message.
+    Ws,
 }
 
 impl Transport {
@@ -36,6 +39,7 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
         }
     }
 
@@ -45,6 +49,7 @@ impl Transport {
             Transport::Udp => None,
             Transport::Tcp => Some("tcp"),
             Transport::Tls => Some("tls"),
+            Transport::Ws => Some("ws"),
         }
     }
 
@@ -54,6 +59,7 @@ impl Transport {
             Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
             Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
             Some(t) if t.eq_ignore_ascii_case("tls") => Some(Transport::Tls),
+            Some(t) if t.eq_ignore_ascii_case("ws") => Some(Transport::Ws),
             _ => None,
         }
     }
@@ -162,7 +168,7 @@ impl Net {
                 .await
                 .map(|_| ())
                 .map_err(|e| Error::Network(format!("UDP to {}: {e}", link.addr))),
-            Transport::Tcp | Transport::Tls => {
+            Transport::Tcp | Transport::Tls | Transport::Ws => {
                 let existing = self
                     .connections
                     .lock()
@@ -212,8 +218,10 @@ impl Net {
             .await
             .map_err(|_| failed(&"timed out"))?
             .map_err(|e| failed(&e))?;
-        if link.transport != Transport::Tls {
-            return Ok(self.adopt(Box::new(stream), link, true));
+        match link.transport {
+            Transport::Tls => {}
+            Transport::Ws => return self.upgrade(stream, link).await,
+            Transport::Udp | Transport::Tcp => return Ok(self.adopt(Box::new(stream), link, true)),
         }
         let connector = self
             .tls
@@ -233,6 +241,44 @@ impl Net {
             .map_err(|_| failed(&"TLS handshake timed out"))?
             .map_err(|e| failed(&e))?;
         Ok(self.adopt(Box::new(tls), link, true))
+    }
+
+    /// The WebSocket handshake (RFC 7118 §4: the `sip` subprotocol), then the connection.
+    async fn upgrade(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        link: Link,
+    ) -> Result<mpsc::UnboundedSender<Bytes>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderValue;
+        let failed =
+            |e: &dyn std::fmt::Display| Error::Network(format!("WebSocket to {}: {e}", link.addr));
+        let mut request = format!("ws://{}/", link.addr)
+            .into_client_request()
+            .map_err(|e| failed(&e))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+        let (socket, _) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::client_async(request, stream),
+        )
+        .await
+        .map_err(|_| failed(&"handshake timed out"))?
+        .map_err(|e| failed(&e))?;
+        let (sender, outgoing) = mpsc::unbounded_channel();
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.insert(link, sender.clone());
+        }
+        let task = tokio::spawn(run_websocket(
+            Arc::downgrade(self),
+            socket,
+            link,
+            outgoing,
+            sender.clone(),
+        ));
+        self.keep(task);
+        Ok(sender)
     }
 
     /// Starts reading and writing a connection and makes it the one for `addr`.
@@ -370,6 +416,54 @@ async fn run_connection(
             }
             _ = ticker.tick(), if keepalive => {
                 if writer.write_all(b"\r\n\r\n").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(outgoing);
+    if let Some(net) = net.upgrade() {
+        net.closed(link, &sender);
+    }
+}
+
+async fn run_websocket(
+    net: std::sync::Weak<Net>,
+    mut socket: tokio_tungstenite::WebSocketStream<TcpStream>,
+    link: Link,
+    mut outgoing: mpsc::UnboundedReceiver<Bytes>,
+    sender: mpsc::UnboundedSender<Bytes>,
+) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let mut ticker = tokio::time::interval(KEEPALIVE);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            message = socket.next() => {
+                let data = match message {
+                    Some(Ok(WsMessage::Text(text))) => Bytes::from(text.as_str().to_owned()),
+                    Some(Ok(WsMessage::Binary(data))) => data,
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                    // Pings are answered by the library; pongs and frames carry nothing.
+                    Some(Ok(_)) => continue,
+                };
+                let Some(net) = net.upgrade() else { return };
+                net.deliver(data, link);
+            }
+            message = outgoing.recv() => {
+                let Some(message) = message else { break };
+                // SIP is text; a body that is not UTF-8 goes as a binary message.
+                let frame = match String::from_utf8(message.to_vec()) {
+                    Ok(text) => WsMessage::text(text),
+                    Err(_) => WsMessage::binary(message),
+                };
+                if socket.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
                     break;
                 }
             }

@@ -59,6 +59,7 @@ fn server_uri(addr: SocketAddr, transport: Transport) -> String {
         Transport::Udp => format!("sip:{addr}"),
         Transport::Tcp => format!("sip:{addr};transport=tcp"),
         Transport::Tls => format!("sip:{addr};transport=tls"),
+        Transport::Ws => format!("sip:{addr};transport=ws"),
     }
 }
 
@@ -755,4 +756,34 @@ async fn tls_to_the_node_registers_publishes_and_watches() {
         .await;
     assert!(matches!(refused, Err(Error::Network(_))), "{refused:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_the_node_registers_publishes_and_watches() {
+    let ws_port = free_port();
+    let node = Node::start_with(move |_| vec!["--ws".into(), format!("127.0.0.1:{ws_port}")]);
+    let ws = SocketAddr::from(([127, 0, 0, 1], ws_port));
+    let alice = peer("alice@example.com", Transport::Ws, 2).await;
+    alice
+        .register(server_uri(ws, Transport::Ws))
+        .auth_bearer(node.tokens.token("alice@example.com"))
+        .await
+        .expect("Alice registers over WebSocket");
+    alice
+        .away()
+        .note("over WebSocket")
+        .await
+        .expect("publishes");
+    let bob = peer("bob@example.com", Transport::Ws, 2).await;
+    bob.register(server_uri(ws, Transport::Ws))
+        .auth_bearer(node.tokens.token("bob@example.com"))
+        .await
+        .expect("Bob registers over WebSocket");
+    let mut watcher = bob.watch("alice").await.expect("Bob watches");
+    let info = wait_for(&mut watcher, PresenceStatus::Away).await;
+    assert_eq!(info.note.as_deref(), Some("over WebSocket"));
+    // Through refresh cycles, over the same WebSocket connections.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    alice.busy().await.expect("publishes");
+    wait_for(&mut watcher, PresenceStatus::Busy).await;
 }
