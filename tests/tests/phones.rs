@@ -35,9 +35,9 @@
 //!   quits and a PUBLISH when it starts again.
 //! * baresip 1.0's presence module publishes once when it starts and once
 //!   more when a registration succeeds; when the registration completes
-//!   while the first PUBLISH is still being challenged (always on TLS), it
-//!   makes two publications and withdraws only one when it quits, so it
-//!   would stay open for its publication interval. Alice therefore loads
+//!   while the first PUBLISH is still being challenged (most runs on TLS,
+//!   some on TCP), it makes two publications and withdraws only one when it
+//!   quits, so it would stay open for its publication interval. Alice therefore loads
 //!   the module after registering, as a user can (`/insmod presence`): its
 //!   first PUBLISH (`<basic>unknown</basic>`, shown as closed) is then the
 //!   only publication, and every later one refreshes it.
