@@ -2,7 +2,8 @@
 # Expiry at scale: how late a watcher hears that something expired, when
 # thousands expire every second; and a soak of steady creation and expiry.
 #
-#   bench/expiry.sh latency [--system presence-node|cluster] [--count N] [--rate R] [--out DIR]
+#   bench/expiry.sh latency [--system presence-node|cluster] [--count N] [--rate R]
+#                           [--setup-rate S] [--out DIR]
 #   bench/expiry.sh soak    [--minutes M] [--rate R] [--out DIR]
 #
 # latency (default: presence-node, 30000 expiries at 10000/s): N items, a
@@ -13,7 +14,7 @@
 #     hear `closed` after `open`),
 #   * subscriptions (SUBSCRIBE: the watcher must hear
 #     `Subscription-State: terminated;reason=timeout`),
-# are created at a few thousand per second with Expires chosen so that they
+# are created at S requests/s (default 4000) with Expires chosen so that they
 # fall due at R per second, interleaved, starting a few seconds after the
 # last creation. Per kind: latency from the expiry (request sent + Expires,
 # so a slight overestimate) to the NOTIFY's arrival, median, p99, max, and
@@ -44,6 +45,7 @@ mode=${1:-latency}
 system=presence-node
 count=30000
 rate=""
+setup_rate=""
 minutes=10
 bin_dir="$repo/target/release"
 out=""
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
     --system) system=$2; shift 2 ;;
     --count) count=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
+    --setup-rate) setup_rate=$2; shift 2 ;;
     --minutes) minutes=$2; shift 2 ;;
     --bin-dir) bin_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
@@ -99,6 +102,10 @@ case $mode in
 latency)
   ensure_packages python3:python3
   rate=${rate:-10000}
+  # Requests per second while creating: fast enough to create everything in
+  # seconds, slow enough that the server answers each at once (a request
+  # answered late would make its expiry look late).
+  setup_rate=${setup_rate:-4000}
   target=127.0.0.1:5094
   if [ "$system" = cluster ]; then
     ensure_packages redis-server:redis-server
@@ -117,16 +124,16 @@ latency)
     echo "# Expiry latency: $system, $count expiries at $rate/s"
     echo
     machine
-    echo "- command: bench/expiry.sh latency --system $system --count $count --rate $rate"
+    echo "- command: bench/expiry.sh latency --system $system --count $count --rate $rate --setup-rate $setup_rate"
     echo
   } >"$out/summary.md"
-  python3 - "$target" "$count" "$rate" >>"$out/summary.md" <<'PY'
+  python3 - "$target" "$count" "$rate" "$setup_rate" >>"$out/summary.md" <<'PY'
 import random, re, select, socket, sys, time
 
 target_host, target_port = sys.argv[1].split(":")
 target = (target_host, int(target_port))
 count, rate = int(sys.argv[2]), float(sys.argv[3])
-SETUP_RATE = 4000.0          # requests per second while setting up
+SETUP_RATE = float(sys.argv[4])  # requests per second while setting up
 WATCH_EXPIRES = 300          # the long subscriptions of publication / registration watchers
 GRACE = 10.0                 # how long after the last expiry we wait for NOTIFYs
 run = "%06x" % random.getrandbits(24)
