@@ -141,6 +141,8 @@ async fn metrics_count_sip_and_grpc_traffic_of_a_node() {
     expect("sip_dialogs", 1.0);
     expect("udp_receive_drops_total", 0.0);
     expect("presence_fanout_dialogs_count", 2.0);
+    expect("presence_change_to_notify_seconds_count", 2.0);
+    expect("sip_dialogs_taken_over_total", 0.0);
     expect(
         "grpc_server_duration_seconds_count{method=\"/presence.v1.Presence/GetPresence\",code=\"ok\"}",
         1.0,
@@ -220,6 +222,14 @@ async fn readiness_follows_redis_and_the_edge_counts_service_calls() {
         "/readyz",
         Duration::from_secs(20),
         |status, _| status == 200,
+    )
+    .await;
+    // The change feed came back (and says so).
+    wait_for(
+        metrics_port,
+        "/metrics",
+        Duration::from_secs(20),
+        |_, text| sample(text, "redis_feed_reconnects_total").is_some_and(|n| n >= 1.0),
     )
     .await;
     assert!(edge.is_running(), "the edge stays up while Redis is away");

@@ -27,7 +27,8 @@ pub struct StoreMetrics {
 
 /// The backend's metrics, registered at first use.
 pub fn metrics() -> &'static StoreMetrics {
-    static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| StoreMetrics {
+    static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
+        StoreMetrics {
         round_trips: telemetry::register(
             "redis_round_trip_duration_seconds",
             "Redis round trips (command, script or pipeline), by outcome.",
@@ -35,9 +36,10 @@ pub fn metrics() -> &'static StoreMetrics {
         ),
         feed_reconnects: telemetry::register(
             "redis_feed_reconnects",
-            "Times the pub/sub connection of the change feed was re-established.",
+            "Times the change feed's pub/sub connection was re-established (and its channels subscribed again) after it was lost.",
             Counter::default(),
         ),
+    }
     });
     &METRICS
 }

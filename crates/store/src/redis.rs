@@ -1228,7 +1228,6 @@ impl FeedShared {
     /// task to reconnect.
     fn abandon(&self, link: &mut Option<Link>, err: &StoreError) {
         tracing::warn!(error = %err, "change feed connection failed; reconnecting");
-        crate::metrics::metrics().feed_reconnects.inc();
         *link = None;
         self.reconnect.notify_one();
     }
@@ -1387,6 +1386,7 @@ async fn run_feed(
             };
             match attempt {
                 Ok(fresh) => {
+                    crate::metrics::metrics().feed_reconnects.inc();
                     pushes = fresh;
                     break;
                 }

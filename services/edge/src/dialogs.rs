@@ -81,6 +81,9 @@ struct Signal {
     /// `traceparent` of the change behind `version`, when traces are
     /// exported: the NOTIFY's span links to it.
     trace: Option<Arc<str>>,
+    /// When the change behind `version` was accepted (ms since the epoch;
+    /// 0 when unknown).
+    changed_at_ms: u64,
     expires_at: Instant,
     /// Bumped by a refresh: RFC 6665 §4.2.1.2 wants a NOTIFY after every
     /// accepted SUBSCRIBE, even if the state did not change.
@@ -238,6 +241,7 @@ impl Dialogs {
             version,
             pidf,
             trace: None,
+            changed_at_ms: 0,
             expires_at,
             refreshes: 1,
             end: None,
@@ -419,12 +423,12 @@ impl Dialogs {
     }
 
     /// A new state of `presentity` was heard: offered to every dialog of it.
-    pub fn offer(&self, presentity: &str, version: u64, pidf: &str, trace: Option<&str>) {
+    pub fn offer(&self, presentity: &str, version: u64, pidf: &str, change: Change<'_>) {
         let Ok(mut index) = self.index.lock() else {
             return;
         };
         let pidf: Arc<str> = Arc::from(pidf);
-        let trace: Option<Arc<str>> = trace.map(Arc::from);
+        let trace: Option<Arc<str>> = change.trace.map(Arc::from);
         let heard = index.heard + 1;
         let Some(w) = index.watched.get_mut(presentity) else {
             return;
@@ -446,6 +450,7 @@ impl Dialogs {
                     s.version = version;
                     s.pidf = pidf.clone();
                     s.trace = trace.clone();
+                    s.changed_at_ms = change.at_ms;
                     true
                 } else {
                     false
@@ -769,7 +774,10 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             )
             .await;
             match outcome {
-                Delivery::Delivered => d.last_version = signal.version,
+                Delivery::Delivered => {
+                    d.last_version = signal.version;
+                    crate::metrics::notified(signal.changed_at_ms);
+                }
                 Delivery::Refused(status) => {
                     tracing::info!(dialog = %d.record.id, status, "NOTIFY refused; state kept for the next change");
                     d.last_version = signal.version;
@@ -806,6 +814,15 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         }
     }
     Box::pin(edge.dialogs.remove(&d.record.id)).await;
+}
+
+/// Where a presence change came from, as its announcement says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Change<'a> {
+    /// W3C `traceparent` of the request that made it (traces exported).
+    pub trace: Option<&'a str>,
+    /// When it was accepted (ms since the Unix epoch; 0 when unknown).
+    pub at_ms: u64,
 }
 
 /// The span of one NOTIFY, linked to the change that caused it (when traces

@@ -21,9 +21,13 @@ pub async fn run(edge: Arc<Edge>, mut feed: mpsc::Receiver<FeedItem>) {
                     version,
                     pidf,
                     trace,
+                    at_ms,
                 }) => {
-                    edge.dialogs
-                        .offer(&message.entity, version, &pidf, trace.as_deref());
+                    let change = crate::dialogs::Change {
+                        trace: trace.as_deref(),
+                        at_ms,
+                    };
+                    edge.dialogs.offer(&message.entity, version, &pidf, change);
                 }
                 Some(Announcement::Terminated { dialog_id, reason }) => {
                     edge.dialogs.terminate(&dialog_id, &reason);
@@ -65,7 +69,9 @@ pub async fn resync(edge: Arc<Edge>) {
         {
             Ok(state) => {
                 let pidf = String::from_utf8_lossy(&state.pidf);
-                edge.dialogs.offer(&presentity, state.version, &pidf, None);
+                let change = crate::dialogs::Change::default();
+                edge.dialogs
+                    .offer(&presentity, state.version, &pidf, change);
             }
             Err(e) => tracing::warn!(%presentity, error = %e, "resynchronisation read failed"),
         }

@@ -186,6 +186,9 @@ async fn claim(edge: &Arc<Edge>) {
     };
     if !claimed.is_empty() {
         tracing::info!(dialogs = claimed.len(), "continuing dialogs of a gone edge");
+        crate::metrics::metrics()
+            .takeovers
+            .inc_by(claimed.len() as u64);
     }
     for dialog in claimed {
         adopt(edge, dialog).await;

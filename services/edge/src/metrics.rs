@@ -68,6 +68,8 @@ pub struct EdgeMetrics {
     pub auth: Family<AuthLabels, Counter>,
     pub notifies: Family<NotifyLabels, Counter>,
     pub fanout_size: Histogram,
+    pub change_to_notify: Histogram,
+    pub takeovers: Counter,
     pub rpc_duration: Family<RpcLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -114,6 +116,16 @@ pub fn metrics() -> &'static EdgeMetrics {
             "Dialogs on this edge signalled by one presence change.",
             Histogram::new([1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0, 10000.0]),
         ),
+        change_to_notify: telemetry::register(
+            "presence_change_to_notify_seconds",
+            "From a change accepted by the presence service to a watcher's 200 OK for its NOTIFY.",
+            telemetry::latency_histogram(),
+        ),
+        takeovers: telemetry::register(
+            "sip_dialogs_taken_over",
+            "Dialogs of gone edges claimed and continued by this edge.",
+            Counter::default(),
+        ),
         rpc_duration: telemetry::register(
             "grpc_client_duration_seconds",
             "Calls to the presence and registrar services, by RPC and result.",
@@ -152,6 +164,20 @@ pub fn answered(method: &'static str, code: u16, took: Duration) {
         .request_duration
         .get_or_create(&MethodLabel { method })
         .observe(took.as_secs_f64());
+}
+
+/// Records a NOTIFY delivered for a change accepted at `changed_at_ms`
+/// (ms since the epoch; 0 when unknown, and nothing is recorded). Clocks
+/// of different hosts differ: a negative delay counts as zero.
+pub fn notified(changed_at_ms: u64) {
+    if changed_at_ms == 0 {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let delay_ms = now_ms.saturating_sub(changed_at_ms);
+    metrics().change_to_notify.observe(delay_ms as f64 / 1000.0);
 }
 
 /// Records one service call.

@@ -22,6 +22,10 @@ pub enum Announcement {
         /// traces are exported: edges link their NOTIFYs' spans to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trace: Option<String>,
+        /// When the change was accepted (ms since the Unix epoch; 0 when
+        /// unknown): edges measure how long it took to reach watchers.
+        #[serde(default)]
+        at_ms: u64,
     },
     /// One subscription ended on the server side (expiry, rejection); the
     /// edge holding the dialog sends the final NOTIFY with this reason.

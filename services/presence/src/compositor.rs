@@ -437,6 +437,7 @@ impl Compositor {
                         version: record.version,
                         pidf: record.composed.clone(),
                         trace: telemetry::traces::current_traceparent(),
+                        at_ms: now_ms,
                     }
                     .to_message(presentity),
                 )
