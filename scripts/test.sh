@@ -32,6 +32,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # A one-shot build gains nothing from incremental state, which would only
 # double the workspace crates' share of the target directory.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The Kubernetes manifests: every overlay rendered and validated against the
+# Kubernetes schemas, the dashboard against the metrics served (seconds).
+bash scripts/check-k8s.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The workspace tests start the service binaries: build them first.

@@ -92,13 +92,14 @@ pub async fn backend(
             let tls = tls.files()?;
             let shown = redact_url(url);
             let url = url.to_owned();
-            let kind = if url.starts_with("redis+cluster://") {
-                "Redis Cluster"
-            } else if url.starts_with("memory") {
-                "in-memory (single process)"
-            } else {
-                "Redis"
-            };
+            let kind =
+                if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+                    "Redis Cluster"
+                } else if url.starts_with("memory") {
+                    "in-memory (single process)"
+                } else {
+                    "Redis"
+                };
             let mut backoff = Backoff::new();
             let backend = loop {
                 match store::open_with_tls(&url, tls.clone()).await {
