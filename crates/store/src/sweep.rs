@@ -348,6 +348,13 @@ mod tests {
         claims_are_exclusive_and_release_keeps_rearmed(&backend).await;
     }
 
+    #[tokio::test]
+    async fn redis_cluster_claims_are_exclusive_and_release_keeps_rearmed() {
+        let cluster = crate::testing::RedisCluster::start(3).expect("redis cluster");
+        let backend = RedisBackend::connect(&cluster.url()).await.unwrap();
+        claims_are_exclusive_and_release_keeps_rearmed(&backend).await;
+    }
+
     /// One pass handles everything due, however many batches that takes,
     /// leaves what is not due, and counts what it did.
     #[tokio::test]
