@@ -88,9 +88,24 @@ async fn redis_restart_losing_every_key_gives_503_then_recovers_and_watchers_con
     assert_eq!(refused.status(), 503, "REGISTER while Redis is down");
     assert!(refused.headers().get(&HeaderName::RetryAfter).is_some());
     let answered_in = stopped.elapsed();
+    // The services say so to the load balancer...
+    let presence_url = cluster.presence_url(0).await;
+    wait_for_health(
+        &presence_url,
+        ServingStatus::NotServing,
+        Duration::from_secs(15),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed())).await;
     cluster.redis.start().await.expect("starting Redis again");
     let started = Instant::now();
+    // ...and take themselves back into rotation once it answers.
+    wait_for_health(
+        &presence_url,
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
 
     // The services reconnect by themselves; the registration, lost with
     // the data, comes back at the phone's next REGISTER.
