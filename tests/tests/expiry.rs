@@ -107,10 +107,12 @@ async fn worker(
         }
     }
     plan.subscribed.wait().await;
-    // Phase 1 took about as long as phase 2 will; leave twice that.
+    // Phase 1 took about as long as phase 2 will; leave four times that,
+    // so that another test loading the machine meanwhile (the suite runs
+    // two at a time) does not make the items late to be created.
     let items_due = *plan
         .items_due
-        .get_or_init(|| Instant::now() + (plan.started.elapsed() * 2).max(Duration::from_secs(6)));
+        .get_or_init(|| Instant::now() + (plan.started.elapsed() * 4).max(Duration::from_secs(10)));
     let watch_due = items_due + WATCH_AFTER;
 
     // 2. The items, and the watchers' subscriptions made to end after them.
