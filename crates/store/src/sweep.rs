@@ -21,8 +21,10 @@ use crate::{Backend, Schedule, StoreError, UnixMillis};
 
 /// Members claimed per step of a pass.
 pub const BATCH: usize = 512;
-/// Members of one batch handled at once (round trips in flight on Redis).
-pub const CONCURRENCY: usize = 32;
+/// Members of one batch handled at once (round trips in flight on Redis):
+/// a subscription's expiry is about six round trips, so on a loaded
+/// Redis 32 at once ended only ~3,000 a second; 128 keep pace with 10,000.
+pub const CONCURRENCY: usize = 128;
 /// How long a claim keeps a member from other sweepers. Far above the time
 /// a batch takes; a sweeper that dies mid-batch delays those members' expiry
 /// by at most this much.
