@@ -148,6 +148,11 @@ async fn metrics_count_sip_and_grpc_traffic_of_a_node() {
         1.0,
     );
     expect("expiry_removed_total{kind=\"publication\"}", 0.0);
+    // Counted every 10 s: the series exist from the start.
+    assert!(
+        sample(&text, "scheduled_items{kind=\"subscription\"}").is_some(),
+        "{text}"
+    );
     expect("expiry_oldest_due_age_seconds{kind=\"binding\"}", 0.0);
     assert!(
         text.ends_with("# EOF\n"),
@@ -482,4 +487,55 @@ async fn a_publish_is_one_trace_from_the_edge_through_presence_to_the_notify() {
         "the NOTIFY has a trace of its own"
     );
     collector.abort();
+}
+
+/// Rate limiting coalesces changes, and the metrics account for every one:
+/// each change a dialog was offered is either sent on its own or counted
+/// as coalesced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_changes_are_counted() {
+    let metrics_port = free_port();
+    let node = Node::start_with(|_| {
+        vec![
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--notify-min-interval-ms".into(),
+            "1500".into(),
+        ]
+    });
+    let alice_token = node.tokens.token("alice@example.com");
+    let bob_token = node.tokens.token("bob@example.com");
+    let mut bob = Ua::udp("bob@example.com", node.sip()).await;
+    let (subscribed, _dialog) = bob.subscribe("alice@example.com", &bob_token, 300).await;
+    assert_eq!(subscribed.status(), 200);
+    assert!(bob.next_notify(WAIT).await.is_some(), "initial NOTIFY");
+    let mut alice = Ua::udp("alice@example.com", node.sip()).await;
+    let changes = 5;
+    for n in 1..=changes {
+        let published = alice
+            .publish(
+                &alice_token,
+                None,
+                Some(&pidf("alice@example.com", "open", &format!("change {n}"))),
+                600,
+            )
+            .await;
+        assert_eq!(published.status(), 200);
+    }
+    // The last change always reaches the watcher.
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let notify = bob.next_notify(WAIT).await.expect("a NOTIFY");
+        if cluster_tests::ua::body_text(&notify).contains(&format!("change {changes}")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last change never arrived");
+    }
+    wait_for(metrics_port, "/metrics", WAIT, |_, text| {
+        let delivered = sample(text, "sip_notifies_total{result=\"delivered\"}").unwrap_or(0.0);
+        let coalesced = sample(text, "sip_notifies_coalesced_total").unwrap_or(0.0);
+        // The initial NOTIFY was no change.
+        coalesced >= 1.0 && delivered - 1.0 + coalesced == f64::from(changes)
+    })
+    .await;
 }

@@ -257,6 +257,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes `member` from a schedule.
     async fn unschedule(&self, schedule: Schedule, member: &str) -> Result<(), StoreError>;
 
+    /// How many members a schedule holds (for metrics: the live
+    /// registrations' AORs, presentities with publications, subscriptions).
+    async fn schedule_len(&self, schedule: Schedule) -> Result<u64, StoreError>;
+
     /// Up to `limit` members due at or before `now`, earliest first. Does not
     /// remove them: callers process each member (idempotently) and then
     /// re-schedule or unschedule it.

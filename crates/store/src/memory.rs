@@ -399,6 +399,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn schedule_len(&self, schedule: Schedule) -> Result<u64, StoreError> {
+        let schedules = lock(&self.inner.schedules);
+        Ok(schedules
+            .get(&schedule)
+            .map_or(0, |set| set.due_of.len() as u64))
+    }
+
     async fn unschedule(&self, schedule: Schedule, member: &str) -> Result<(), StoreError> {
         let mut schedules = lock(&self.inner.schedules);
         if let Some(set) = schedules.get_mut(&schedule) {

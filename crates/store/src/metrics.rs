@@ -109,3 +109,40 @@ impl prometheus_client::collector::Collector for ExpiryCollector {
         Ok(())
     }
 }
+
+/// Keeps `scheduled_items{kind}` (gauges: members of each schedule — AORs
+/// with live bindings, presentities with publications, subscriptions)
+/// up to date, read from the backend every 10 s for as long as the task
+/// runs. Those counts live in the backend, shared by every replica, so
+/// each replica reports the same cluster-wide figure.
+pub fn watch_scheduled(
+    backend: std::sync::Arc<dyn crate::Backend>,
+    schedules: &'static [(crate::Schedule, &'static str)],
+) -> tokio::task::JoinHandle<()> {
+    static SCHEDULED: LazyLock<Family<KindLabel, prometheus_client::metrics::gauge::Gauge>> =
+        LazyLock::new(|| {
+            telemetry::register(
+            "scheduled_items",
+            "Items with a pending expiry, cluster-wide: AORs with live bindings, presentities with publications, subscriptions.",
+            Family::default(),
+        )
+        });
+    for (_, kind) in schedules {
+        SCHEDULED.get_or_create(&KindLabel { kind }).set(0);
+    }
+    tokio::spawn(async move {
+        loop {
+            for (schedule, kind) in schedules {
+                match backend.schedule_len(*schedule).await {
+                    Ok(n) => {
+                        SCHEDULED
+                            .get_or_create(&KindLabel { kind })
+                            .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                    Err(e) => tracing::debug!(error = %e, kind, "counting scheduled items"),
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    })
+}

@@ -970,6 +970,15 @@ impl Backend for RedisBackend {
         self.run(&cmd).await.map(drop)
     }
 
+    async fn schedule_len(&self, schedule: Schedule) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("ZCARD");
+        cmd.arg(schedule_key(schedule));
+        match self.run(&cmd).await? {
+            Value::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
+            other => Err(StoreError::Protocol(format!("ZCARD answered {other:?}"))),
+        }
+    }
+
     async fn unschedule(&self, schedule: Schedule, member: &str) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(schedule_key(schedule)).arg(member);

@@ -636,6 +636,10 @@ async fn schedules_order_limit_and_move(backend: DynBackend) -> anyhow::Result<(
         backend.due(Schedule::Bindings, 10_000, 10).await?,
         vec![("a".to_owned(), 10)]
     );
+    // Members are counted once, per schedule.
+    assert_eq!(backend.schedule_len(schedule).await?, 3);
+    assert_eq!(backend.schedule_len(Schedule::Bindings).await?, 1);
+    assert_eq!(backend.schedule_len(Schedule::Subscriptions).await?, 0);
     assert!(backend
         .due(Schedule::Subscriptions, 10_000, 10)
         .await?

@@ -84,6 +84,9 @@ struct Signal {
     /// When the change behind `version` was accepted (ms since the epoch;
     /// 0 when unknown).
     changed_at_ms: u64,
+    /// Changes offered so far: the sender, comparing with what it last
+    /// saw, counts those a newer one replaced before they were sent.
+    offers: u64,
     expires_at: Instant,
     /// Bumped by a refresh: RFC 6665 §4.2.1.2 wants a NOTIFY after every
     /// accepted SUBSCRIBE, even if the state did not change.
@@ -258,6 +261,7 @@ impl Dialogs {
             pidf,
             trace: None,
             changed_at_ms: 0,
+            offers: 0,
             expires_at,
             refreshes: 1,
             end: None,
@@ -290,6 +294,7 @@ impl Dialogs {
             remote: dialog.remote,
             cseq,
             last_version: 0,
+            offers_seen: 0,
             refreshes_seen: 0,
             winfo: WinfoState::default(),
             resets_seen: 0,
@@ -464,6 +469,7 @@ impl Dialogs {
                     s.pidf = pidf.clone();
                     s.trace = trace.clone();
                     s.changed_at_ms = change.at_ms;
+                    s.offers += 1;
                     true
                 } else {
                     false
@@ -603,6 +609,8 @@ struct Sender {
     /// Last CSeq used; shared with the index (see [`Dialogs::held`]).
     cseq: Arc<AtomicU32>,
     last_version: u64,
+    /// `Signal::offers` when last looked at.
+    offers_seen: u64,
     refreshes_seen: u64,
     winfo: WinfoState,
     resets_seen: u64,
@@ -758,6 +766,16 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         if due {
             d.refreshes_seen = signal.refreshes;
             d.resets_seen = signal.resets;
+            // Changes offered since the last look, all but the newest never
+            // sent on their own (rate limiting, a NOTIFY still in flight).
+            let coalesced = signal
+                .offers
+                .saturating_sub(d.offers_seen)
+                .saturating_sub(1);
+            if coalesced > 0 {
+                crate::metrics::metrics().coalesced.inc_by(coalesced);
+            }
+            d.offers_seen = signal.offers;
             let remaining = signal
                 .expires_at
                 .saturating_duration_since(Instant::now())

@@ -67,6 +67,7 @@ pub struct EdgeMetrics {
     pub overloaded: Counter,
     pub auth: Family<AuthLabels, Counter>,
     pub notifies: Family<NotifyLabels, Counter>,
+    pub coalesced: Counter,
     pub fanout_size: Histogram,
     pub change_to_notify: Histogram,
     pub takeovers: Counter,
@@ -75,7 +76,8 @@ pub struct EdgeMetrics {
 
 /// The edge's metrics, registered at first use.
 pub fn metrics() -> &'static EdgeMetrics {
-    static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| EdgeMetrics {
+    static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
+        EdgeMetrics {
         requests: telemetry::register(
             "sip_requests",
             "SIP requests received (new transactions; retransmissions not counted).",
@@ -111,6 +113,11 @@ pub fn metrics() -> &'static EdgeMetrics {
             "NOTIFY requests sent, by result.",
             Family::default(),
         ),
+        coalesced: telemetry::register(
+            "sip_notifies_coalesced",
+            "Changes never sent on their own: a newer one for the same dialog replaced them first (rate limiting, a NOTIFY still in flight).",
+            Counter::default(),
+        ),
         fanout_size: telemetry::register(
             "presence_fanout_dialogs",
             "Dialogs on this edge signalled by one presence change.",
@@ -131,6 +138,7 @@ pub fn metrics() -> &'static EdgeMetrics {
             "Calls to the presence and registrar services, by RPC and result.",
             Family::new_with_constructor(telemetry::latency_histogram),
         ),
+    }
     });
     &METRICS
 }

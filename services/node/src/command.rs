@@ -85,6 +85,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _metrics = args.metrics.serve().await?;
     let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
     let monitor = runtime::monitor_backend(backend.clone());
+    let counts = store::metrics::watch_scheduled(
+        backend.clone(),
+        &[
+            (store::Schedule::Bindings, "binding"),
+            (store::Schedule::Publications, "publication"),
+            (store::Schedule::Subscriptions, "subscription"),
+        ],
+    );
 
     let presence_listener = tokio::net::TcpListener::bind(args.presence_listen)
         .await
@@ -165,6 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     running.abort();
     monitor.abort();
+    counts.abort();
     presence_sweeper.abort();
     registrar_sweeper.abort();
     Ok(())

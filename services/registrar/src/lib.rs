@@ -36,10 +36,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let monitor = runtime::monitor_backend(backend.clone());
+    let counts =
+        store::metrics::watch_scheduled(backend.clone(), &[(store::Schedule::Bindings, "binding")]);
     let (service, sweeper) = start(backend, config, sweep_interval);
     let result = serve_service(listener, service, auth, tls, shutdown).await;
     sweeper.abort();
     monitor.abort();
+    counts.abort();
     result
 }
 
