@@ -48,6 +48,9 @@ METRICS = {
     "sip_transactions_overloaded": ("counter", set()),
     "sip_auth": ("counter", {"scheme", "outcome"}),
     "sip_notifies": ("counter", {"result"}),
+    "sip_notifies_coalesced": ("counter", set()),
+    "presence_change_to_notify_seconds": ("histogram", set()),
+    "sip_dialogs_taken_over": ("counter", set()),
     "presence_fanout_dialogs": ("histogram", set()),
     "grpc_client_duration_seconds": ("histogram", {"rpc", "code"}),
     "sip_dialogs": ("gauge", set()),
@@ -61,6 +64,7 @@ METRICS = {
     "expiry_removed": ("counter", {"kind"}),
     "expiry_failed": ("counter", {"kind"}),
     "expiry_passes": ("counter", {"kind"}),
+    "scheduled_items": ("gauge", {"kind"}),
     # every process using Redis
     "redis_round_trip_duration_seconds": ("histogram", {"outcome"}),
     "redis_feed_reconnects": ("counter", set()),
