@@ -428,3 +428,97 @@ async fn stale_nonces_get_stale_true_and_new_users_need_no_restart() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// `alice` and `alice@example.com` are the same user: a phone may be set up
+/// with either. A clear-text password listed under one spelling serves
+/// both; a precomputed HA1 serves the spelling it was computed for, so the
+/// file lists one per spelling in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_short_and_the_full_user_name_are_both_accepted() {
+    let mut file = tempfile::NamedTempFile::new().expect("credentials file");
+    for user in ["alice", "alice@example.com"] {
+        writeln!(
+            file,
+            "{user}:{REALM}:{}:MD5",
+            ha1("MD5", user, REALM, "alice-password")
+        )
+        .expect("writing");
+    }
+    writeln!(file, "bob:bob-password").expect("writing");
+    writeln!(file, "erin@example.com:erin-password").expect("writing");
+    file.flush().expect("flushing");
+    let mut cluster = block_in_place(|| Cluster::start(0));
+    let args = digest_args(
+        &file,
+        &["--auth-mode", "digest", "--auth-digest-realm", REALM],
+    );
+    let edge = block_in_place(|| cluster.add_edge_with_auth("edge-user-names", &args));
+
+    for (aor, user, password) in [
+        ("alice@example.com", "alice", "alice-password"),
+        ("alice@example.com", "alice@example.com", "alice-password"),
+        ("bob@example.com", "bob", "bob-password"),
+        ("bob@example.com", "bob@example.com", "bob-password"),
+        ("erin@example.com", "erin", "erin-password"),
+        ("erin@example.com", "erin@example.com", "erin-password"),
+    ] {
+        let mut phone = Ua::udp(aor, cluster.edge(edge)).await;
+        let uri = register_uri(aor);
+        let challenged = register(&mut phone, aor, Vec::new()).await;
+        let md5 = challenge_for(&challenged, "MD5");
+        let answered = register(
+            &mut phone,
+            aor,
+            DigestAnswer {
+                challenge: &md5,
+                user,
+                password,
+                method: "REGISTER",
+                uri: &uri,
+                nc: 1,
+            }
+            .extra(),
+        )
+        .await;
+        assert_eq!(answered.status(), 200, "{user} registering {aor}");
+    }
+
+    // Either spelling is Alice, and only Alice: not Bob's address.
+    let mut caller = Ua::udp("bob@example.com", cluster.edge(edge)).await;
+    let uri = register_uri("bob@example.com");
+    let challenged = register(&mut caller, "bob@example.com", Vec::new()).await;
+    let md5 = challenge_for(&challenged, "MD5");
+    let foreign = register(
+        &mut caller,
+        "bob@example.com",
+        DigestAnswer {
+            challenge: &md5,
+            user: "alice@example.com",
+            password: "alice-password",
+            method: "REGISTER",
+            uri: &uri,
+            nc: 1,
+        }
+        .extra(),
+    )
+    .await;
+    assert_eq!(foreign.status(), 403, "Alice's credentials for Bob's AOR");
+    // A user of another domain is not the realm's user of the same name.
+    let challenged = register(&mut caller, "bob@example.com", Vec::new()).await;
+    let md5 = challenge_for(&challenged, "MD5");
+    let other_domain = register(
+        &mut caller,
+        "bob@example.com",
+        DigestAnswer {
+            challenge: &md5,
+            user: "bob@example.org",
+            password: "bob-password",
+            method: "REGISTER",
+            uri: &uri,
+            nc: 1,
+        }
+        .extra(),
+    )
+    .await;
+    assert_eq!(other_domain.status(), 401, "bob@example.org is unknown");
+}

@@ -221,7 +221,29 @@ impl std::fmt::Debug for Ha1File {
     }
 }
 
+/// The other spelling of the same user in `realm`: `alice` for
+/// `alice@<realm>` and `alice@<realm>` for `alice` (the realm is the domain
+/// of user names without `@`, see [`DigestConfig::realm`]); `None` for a
+/// user of another domain.
+fn other_form(user: &str, realm: &str) -> Option<String> {
+    match user.rsplit_once('@') {
+        Some((name, domain)) if !name.is_empty() && domain.eq_ignore_ascii_case(realm) => {
+            Some(name.to_owned())
+        }
+        Some(_) => None,
+        None => Some(format!("{user}@{realm}")),
+    }
+}
+
 impl CredentialSource for Ha1File {
+    /// The HA1 of `user` as the client spelled it. A phone may be set up
+    /// with the short user name (`alice`) or the full one
+    /// (`alice@example.com`), and both name the same identity; the client
+    /// hashes the name it sends, so:
+    /// * a precomputed HA1 is found only under the spelling it was computed
+    ///   for (give one line per spelling the phones use);
+    /// * a clear-text password listed under either spelling serves both,
+    ///   hashed with the name the client sent.
     fn ha1(&self, user: &str, realm: &str, alg: DigestAlgorithm) -> Option<String> {
         if let Some(found) = self.hashed.get(user).and_then(|entries| {
             entries
@@ -231,9 +253,11 @@ impl CredentialSource for Ha1File {
         }) {
             return Some(found);
         }
-        self.passwords
+        let password = self
+            .passwords
             .get(user)
-            .map(|password| ha1(alg, user, realm, password))
+            .or_else(|| other_form(user, realm).and_then(|other| self.passwords.get(&other)))?;
+        Some(ha1(alg, user, realm, password))
     }
 }
 
@@ -539,4 +563,59 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Ha1File {
+        let alice = ha1(DigestAlgorithm::Md5, "alice", "example.com", "a");
+        let alice_full = ha1(
+            DigestAlgorithm::Md5,
+            "alice@example.com",
+            "example.com",
+            "a",
+        );
+        Ha1File::parse(&format!(
+            "alice:example.com:{alice}\nalice@example.com:example.com:{alice_full}\n\
+             bob:b\ncarol@example.com:c\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn both_spellings_of_a_user_find_their_ha1() {
+        let file = file();
+        let md5 = DigestAlgorithm::Md5;
+        for (user, password) in [
+            ("alice", "a"),
+            ("alice@example.com", "a"),
+            ("bob", "b"),
+            ("bob@example.com", "b"),
+            ("bob@EXAMPLE.com", "b"),
+            ("carol", "c"),
+            ("carol@example.com", "c"),
+        ] {
+            assert_eq!(
+                file.ha1(user, "example.com", md5),
+                Some(ha1(md5, user, "example.com", password)),
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_domain_is_another_user() {
+        let file = file();
+        assert_eq!(
+            file.ha1("bob@example.org", "example.com", DigestAlgorithm::Md5),
+            None
+        );
+        assert_eq!(file.ha1("dave", "example.com", DigestAlgorithm::Md5), None);
+        assert_eq!(
+            file.ha1("@example.com", "example.com", DigestAlgorithm::Md5),
+            None
+        );
+    }
 }
