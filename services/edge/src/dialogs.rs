@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use contract::{DialogRecord, WatcherEntry};
 use pidf::watcherinfo::{DocState, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus};
-use presence::subscriptions::{DialogRecord, WatcherEntry};
 use store::FeedControl;
 use tokio::sync::watch;
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use presence::Announcement;
+use contract::Announcement;
 use rpc::presence::v1::GetPresenceRequest;
 use store::FeedItem;
 use tokio::sync::mpsc;

@@ -121,7 +121,7 @@ async fn restore(edge: &Edge, old: &str, new: &str) -> Result<(), tonic::Status>
                     .iter()
                     .map(|d| HeldDialog {
                         presentity: d.presentity.clone(),
-                        dialog: Some(presence::grpc::dialog_to_pb(d.record.clone())),
+                        dialog: Some(d.record.clone().into()),
                         expires_in_ms: d.expires_in.as_millis() as u64,
                     })
                     .collect(),
@@ -198,7 +198,7 @@ async fn claim(edge: &Arc<Edge>) {
 /// Starts sending NOTIFYs for a claimed dialog.
 async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
     let Some(dialog) = claimed.dialog else { return };
-    let record = presence::grpc::dialog_from_pb(dialog);
+    let record = contract::DialogRecord::from(dialog);
     let (Some(protocol), Ok(remote)) = (
         Protocol::parse(&record.transport),
         record.remote_addr.parse::<SocketAddr>(),
@@ -211,7 +211,7 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
         return;
     }
     let state = claimed.state.unwrap_or_default();
-    let left_ms = claimed.expires_at_ms.saturating_sub(presence::now_ms());
+    let left_ms = claimed.expires_at_ms.saturating_sub(contract::now_ms());
     let mode = crate::methods::subscribe::mode_of(&record, claimed.status, claimed.masked);
     edge.dialogs.activate(
         edge,
@@ -220,7 +220,7 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
             watchers: claimed
                 .watchers
                 .into_iter()
-                .map(presence::grpc::watcher_from_pb)
+                .map(contract::WatcherEntry::from)
                 .collect(),
             first_cseq: record.notify_cseq,
             record,

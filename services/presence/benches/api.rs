@@ -75,7 +75,7 @@ fn bench_backend(
                 compositor
                     .set_source(
                         &set("alice@example.com", format!("{round}")),
-                        presence::now_ms(),
+                        contract::now_ms(),
                     )
                     .await
                     .expect("set");
@@ -115,7 +115,7 @@ fn bench_backend(
     rt.block_on(async {
         for presentity in &three_hundred {
             compositor
-                .set_source(&set(presentity, "seeded".into()), presence::now_ms())
+                .set_source(&set(presentity, "seeded".into()), contract::now_ms())
                 .await
                 .expect("seed");
         }

@@ -13,12 +13,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use contract::Announcement;
 use pidf::{Basic, Document, PresenceStatus};
 use serde::{Deserialize, Serialize};
 use store::{Backend, Key, Kind, Schedule, StoreError};
 
 use crate::parsed::ParsedBodies;
-use crate::Announcement;
 
 const CAS_ATTEMPTS: usize = 16;
 /// How long a presentity record outlives its latest publication in the

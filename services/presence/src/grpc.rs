@@ -2,6 +2,7 @@
 //! compositor / subscription types.
 
 use bytes::Bytes;
+use contract::now_ms;
 use grpc_auth::Caller;
 use pidf::Basic;
 use rpc::presence::v1 as pb;
@@ -11,11 +12,10 @@ use crate::compositor::{status_name, PresenceView};
 use crate::ownership::Ownership;
 use crate::rules::{self, Action, RuleSet, RulesError};
 use crate::sources::{parse_status, SetSourceCommand, SourceContent};
-use crate::subscriptions::{DialogRecord, SubscriptionStatus, WatcherEntry};
+use crate::subscriptions::SubscriptionStatus;
 use crate::watch::{WatchHub, WatchRequest};
 use crate::{
-    now_ms, Compositor, PublishCommand, PublishError, SubscribeCommand, SubscriptionError,
-    Subscriptions,
+    Compositor, PublishCommand, PublishError, SubscribeCommand, SubscriptionError, Subscriptions,
 };
 
 /// Upper bound on presentities in one BatchGetPresence.
@@ -91,70 +91,6 @@ pub fn state_to_pb(view: PresenceView) -> pb::PresenceState {
         },
         status: status_name(&view.status),
         note: view.note.unwrap_or_default(),
-    }
-}
-
-/// Converts a protobuf dialog to the stored form.
-pub fn dialog_from_pb(d: pb::Dialog) -> DialogRecord {
-    DialogRecord {
-        id: d.id,
-        call_id: d.call_id,
-        local_tag: d.local_tag,
-        remote_tag: d.remote_tag,
-        remote_uri: d.remote_uri,
-        local_uri: d.local_uri,
-        remote_target: d.remote_target,
-        route_set: d.route_set,
-        transport: d.transport,
-        remote_addr: d.remote_addr,
-        edge_id: d.edge_id,
-        notify_cseq: d.notify_cseq,
-        event_id: d.event_id,
-        watcher: d.watcher,
-        package: d.package,
-    }
-}
-
-/// Converts a stored dialog to its protobuf form.
-pub fn dialog_to_pb(d: DialogRecord) -> pb::Dialog {
-    pb::Dialog {
-        id: d.id,
-        call_id: d.call_id,
-        local_tag: d.local_tag,
-        remote_tag: d.remote_tag,
-        remote_uri: d.remote_uri,
-        local_uri: d.local_uri,
-        remote_target: d.remote_target,
-        route_set: d.route_set,
-        transport: d.transport,
-        remote_addr: d.remote_addr,
-        edge_id: d.edge_id,
-        notify_cseq: d.notify_cseq,
-        event_id: d.event_id,
-        watcher: d.watcher,
-        package: d.package,
-    }
-}
-
-/// Converts a watcher entry to its protobuf form.
-pub fn watcher_to_pb(w: WatcherEntry) -> pb::Watcher {
-    pb::Watcher {
-        id: w.id,
-        watcher: w.watcher,
-        status: w.status,
-        event: w.event,
-        expires_at_ms: w.expires_at_ms,
-    }
-}
-
-/// Converts a protobuf watcher to the plain form.
-pub fn watcher_from_pb(w: pb::Watcher) -> WatcherEntry {
-    WatcherEntry {
-        id: w.id,
-        watcher: w.watcher,
-        status: w.status,
-        event: w.event,
-        expires_at_ms: w.expires_at_ms,
     }
 }
 
@@ -401,7 +337,7 @@ impl pb::presence_server::Presence for PresenceService {
         require("dialog.id", &dialog.id)?;
         let command = SubscribeCommand {
             presentity: r.presentity,
-            dialog: dialog_from_pb(dialog),
+            dialog: dialog.into(),
             expires: r.expires,
             refresh: r.refresh,
         };
@@ -414,9 +350,9 @@ impl pb::presence_server::Presence for PresenceService {
             expires: outcome.expires,
             status: status_to_pb(outcome.status),
             state: Some(state_to_pb(outcome.view)),
-            dialog: Some(dialog_to_pb(outcome.dialog)),
+            dialog: Some(outcome.dialog.into()),
             masked: outcome.masked,
-            watchers: outcome.watchers.into_iter().map(watcher_to_pb).collect(),
+            watchers: outcome.watchers.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -432,7 +368,7 @@ impl pb::presence_server::Presence for PresenceService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ListWatchersResponse {
-            watchers: watchers.into_iter().map(watcher_to_pb).collect(),
+            watchers: watchers.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -555,7 +491,7 @@ impl pb::presence_server::Presence for PresenceService {
                 .dialog
                 .ok_or_else(|| Status::invalid_argument("dialog is required"))?;
             require("dialog.id", &dialog.id)?;
-            let mut dialog = dialog_from_pb(dialog);
+            let mut dialog = contract::DialogRecord::from(dialog);
             // Only the caller can vouch for the dialogs it holds.
             dialog.edge_id = r.edge_id.clone();
             let dialog_id = dialog.id.clone();
@@ -629,9 +565,9 @@ impl pb::presence_server::Presence for PresenceService {
                 expires_at_ms: c.record.expires_at_ms,
                 status: status_to_pb(c.record.status),
                 masked: c.record.masked,
-                dialog: Some(dialog_to_pb(c.record.dialog)),
+                dialog: Some(c.record.dialog.into()),
                 state: Some(state_to_pb(view)),
-                watchers: watchers.into_iter().map(watcher_to_pb).collect(),
+                watchers: watchers.into_iter().map(Into::into).collect(),
             });
         }
         Ok(Response::new(pb::ClaimDialogsResponse { dialogs }))

@@ -5,7 +5,6 @@
 //! * [`compositor`] — PUBLISH semantics and the composed state of a presentity.
 //! * [`subscriptions`] — subscription (dialog) records of watchers.
 //! * [`rules`] — who may watch whom (allow, block, polite-block, confirm).
-//! * [`announcement`] — what is published on a presentity's channel for edges.
 //! * [`sweeper`] — expiry of publications and subscriptions, exactly once.
 //! * [`grpc`] — the `presence.v1` adapter.
 //! * [`watch`] — `WatchPresence` streams over one change feed per replica.
@@ -16,7 +15,6 @@
 //! * [`parsed`] — parsed publication bodies, so composing parses each once.
 
 pub mod access;
-pub mod announcement;
 pub mod command;
 pub mod compositor;
 pub mod epoch;
@@ -29,21 +27,12 @@ pub mod subscriptions;
 pub mod sweeper;
 pub mod watch;
 
-pub use announcement::Announcement;
 pub use compositor::{
     Compositor, PresenceConfig, PresenceView, PublishCommand, PublishError, PublishOutcome,
 };
 pub use subscriptions::{
     SubscribeCommand, SubscribeOutcome, SubscriptionError, SubscriptionRecord, Subscriptions,
 };
-
-/// Milliseconds since the Unix epoch, from the system clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Serves `presence.v1` (with gRPC health and reflection) on `listener` and
 /// sweeps expiries every `sweep_interval`, until `shutdown` resolves.

@@ -16,47 +16,13 @@
 //! and exactly one final NOTIFY is sent.
 
 use bytes::Bytes;
+use contract::{Announcement, DialogRecord, WatcherEntry};
 use serde::{Deserialize, Serialize};
 use store::{Key, Kind, Schedule, StoreError};
 
 use crate::compositor::{PresenceView, PresentityRecord};
 use crate::rules::{self, Action, RulesError};
-use crate::{ownership, Announcement, Compositor};
-
-/// The dialog state an edge needs to send NOTIFYs (RFC 3261 §12).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct DialogRecord {
-    pub id: String,
-    pub call_id: String,
-    pub local_tag: String,
-    pub remote_tag: String,
-    pub remote_uri: String,
-    pub local_uri: String,
-    pub remote_target: String,
-    #[serde(default)]
-    pub route_set: Vec<String>,
-    pub transport: String,
-    pub remote_addr: String,
-    pub edge_id: String,
-    pub notify_cseq: u32,
-    #[serde(default)]
-    pub event_id: String,
-    pub watcher: String,
-    /// The event package: `presence` (also when empty, for records older
-    /// than watcher info) or `presence.winfo`.
-    #[serde(default)]
-    pub package: String,
-}
-
-/// The event package of watcher information (RFC 3857).
-pub const WINFO: &str = "presence.winfo";
-
-impl DialogRecord {
-    /// True for a `presence.winfo` subscription.
-    pub fn is_winfo(&self) -> bool {
-        self.package == WINFO
-    }
-}
+use crate::{ownership, Compositor};
 
 /// Whether the watcher receives state (RFC 6665 §4.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,21 +46,6 @@ pub struct SubscriptionRecord {
     /// Was pending and then approved (watcherinfo's `approved` event).
     #[serde(default)]
     pub approved: bool,
-}
-
-/// One watcher as watcher information shows it (RFC 3858 `<watcher>`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WatcherEntry {
-    /// The subscription (dialog) id: stable across documents.
-    pub id: String,
-    /// The watcher's authenticated address-of-record.
-    pub watcher: String,
-    /// `active`, `pending` or `terminated`.
-    pub status: String,
-    /// What caused the state: `subscribe`, `approved`, `rejected`,
-    /// `timeout`, `deactivated`.
-    pub event: String,
-    pub expires_at_ms: u64,
 }
 
 impl SubscriptionRecord {
@@ -459,7 +410,7 @@ impl Subscriptions {
             .backend()
             .publish(
                 Announcement::Watchers {
-                    at_ms: crate::now_ms(),
+                    at_ms: contract::now_ms(),
                     changed,
                 }
                 .to_message(presentity),

@@ -12,10 +12,11 @@
 
 use std::time::Duration;
 
+use contract::now_ms;
 use store::sweep::{self, Drained, Handled, Report, SweepSnapshot, SweepStats};
 use store::Schedule;
 
-use crate::{now_ms, Compositor, Subscriptions};
+use crate::{Compositor, Subscriptions};
 
 static PUBLICATIONS: SweepStats = SweepStats::new();
 static SUBSCRIPTIONS: SweepStats = SweepStats::new();

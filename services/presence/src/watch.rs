@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use contract::Announcement;
 use rpc::presence::v1 as pb;
 use store::{Backend, FeedControl, FeedItem, StoreError};
 use tokio::sync::{mpsc, Notify};
@@ -31,7 +32,7 @@ use tonic::Status;
 
 use crate::compositor::{PresenceView, PresentityRecord};
 use crate::grpc::state_to_pb;
-use crate::{Announcement, Compositor};
+use crate::Compositor;
 
 /// Most presentities one stream may watch.
 pub const MAX_WATCHED: usize = 1000;
@@ -606,7 +607,7 @@ mod tests {
             expires: Some(600),
             publisher: "test".into(),
         };
-        let set = compositor.set_source(&command, crate::now_ms()).await;
+        let set = compositor.set_source(&command, contract::now_ms()).await;
         let version = set.map(|o| o.version).unwrap_or_default();
         let change = match one.as_mut() {
             Some(events) => next(events).await,

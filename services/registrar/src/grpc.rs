@@ -3,11 +3,12 @@
 
 use std::collections::HashSet;
 
+use contract::now_ms;
 use grpc_auth::{Access, AccessPolicy};
 use rpc::registrar::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::{now_ms, Binding, ContactUpdate, RegisterCommand, RegisterError, Registrar};
+use crate::{Binding, ContactUpdate, RegisterCommand, RegisterError, Registrar};
 
 /// The fully qualified name of the service.
 pub const SERVICE: &str = "registrar.v1.Registrar";

@@ -14,14 +14,6 @@ pub use bindings::{
     Binding, ContactUpdate, RegisterCommand, RegisterError, Registrar, RegistrarConfig,
 };
 
-/// Milliseconds since the Unix epoch, from the system clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Serves `registrar.v1` (with gRPC health and reflection) on `listener` and
 /// sweeps expired bindings every `sweep_interval`, until `shutdown` resolves.
 /// `auth` decides who may call which RPC (health and reflection stay open);

@@ -12,10 +12,11 @@
 
 use std::time::Duration;
 
+use contract::now_ms;
 use store::sweep::{self, Drained, Handled, Report, SweepSnapshot, SweepStats};
 use store::Schedule;
 
-use crate::{now_ms, Registrar};
+use crate::Registrar;
 
 static BINDINGS: SweepStats = SweepStats::new();
 

@@ -87,7 +87,7 @@ pub async fn watchers(clients: &Clients, presentity: String, json: bool) -> anyh
         print_json(&Value::Array(watchers.iter().map(watcher_json).collect()));
         return Ok(());
     }
-    let now_ms = crate::now_ms();
+    let now_ms = contract::now_ms();
     let mut table = Table::new(&["WATCHER", "STATUS", "EVENT", "EXPIRES", "ID"]);
     for w in &watchers {
         table.row(vec![

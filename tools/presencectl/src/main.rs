@@ -356,14 +356,6 @@ async fn get(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// `HH:MM:SS.mmm` (UTC) of now.
 fn clock() -> String {
     let since = SystemTime::now()

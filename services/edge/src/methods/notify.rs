@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use presence::subscriptions::DialogRecord;
+use contract::DialogRecord;
 use rpc::presence::v1::UnsubscribeRequest;
 use sip::{
     CSeq, Event, HeaderName, Method, NameAddr, Request, SubState, SubscriptionState, Uri, Via,
@@ -95,7 +95,7 @@ pub fn build(
         params: Vec::new(),
     };
     let package = if record.is_winfo() {
-        presence::subscriptions::WINFO
+        contract::WINFO
     } else {
         "presence"
     };

@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use presence::subscriptions::{DialogRecord, WINFO};
+use contract::{DialogRecord, WatcherEntry, WINFO};
 use rpc::presence::v1::{SubscribeRequest, SubscribeResponse, SubscriptionStatus};
 use sip::{HeaderName, NameAddr, Request, Response};
 
@@ -141,7 +141,7 @@ async fn call(
         .presence
         .subscribe(SubscribeRequest {
             presentity: presentity.to_string(),
-            dialog: Some(presence::grpc::dialog_to_pb(record.clone())),
+            dialog: Some(record.clone().into()),
             expires,
             refresh,
         })
@@ -202,7 +202,7 @@ fn new_dialog(
             .watchers
             .iter()
             .cloned()
-            .map(presence::grpc::watcher_from_pb)
+            .map(WatcherEntry::from)
             .collect(),
         record,
         presentity,
@@ -310,7 +310,7 @@ async fn refresh(
             let stored = reply
                 .dialog
                 .clone()
-                .map(presence::grpc::dialog_from_pb)
+                .map(DialogRecord::from)
                 .unwrap_or(record);
             let cseq = stored.notify_cseq + TAKEOVER_CSEQ_GAP;
             final_notify(edge, stored, cseq, source.remote, source.protocol, reply).await;
@@ -336,7 +336,7 @@ async fn refresh(
     let stored = reply
         .dialog
         .clone()
-        .map(presence::grpc::dialog_from_pb)
+        .map(DialogRecord::from)
         .unwrap_or(record);
     if let Err(e) = edge.dialogs.hold(&presentity).await {
         tracing::warn!(%presentity, error = %e, "cannot watch presentity");

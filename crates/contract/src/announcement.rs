@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use store::ChannelMessage;
 
-use crate::subscriptions::WatcherEntry;
+use crate::dialog::WatcherEntry;
 
 /// A change of one presentity, as published for the edges.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,5 +63,45 @@ impl Announcement {
     /// the caller), so a newer publisher never crashes an older edge.
     pub fn from_payload(payload: &[u8]) -> Option<Announcement> {
         serde_json::from_slice(payload).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_through_the_channel() {
+        let sent = Announcement::Watchers {
+            at_ms: 7,
+            changed: vec![WatcherEntry {
+                id: "d1".into(),
+                watcher: "sip:bob@example.com".into(),
+                status: "active".into(),
+                event: "subscribe".into(),
+                expires_at_ms: 9,
+            }],
+        };
+        let message = sent.to_message("sip:alice@example.com");
+        assert_eq!(message.entity, "sip:alice@example.com");
+        assert_eq!(Announcement::from_payload(&message.payload), Some(sent));
+    }
+
+    #[test]
+    fn unknown_announcements_are_none_not_errors() {
+        assert_eq!(
+            Announcement::from_payload(br#"{"type":"from_the_future"}"#),
+            None
+        );
+        let old = br#"{"type":"state","version":4,"pidf":"<presence/>"}"#;
+        assert_eq!(
+            Announcement::from_payload(old),
+            Some(Announcement::State {
+                version: 4,
+                pidf: "<presence/>".into(),
+                trace: None,
+                at_ms: 0
+            })
+        );
     }
 }
