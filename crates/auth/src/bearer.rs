@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -15,6 +14,7 @@ use crate::error::AuthError;
 use crate::identity::{canonical_aor, AuthMethod, Identity};
 use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
+use crate::jws::Algorithm;
 
 /// Longest token accepted; longer ones are malformed rather than worth hashing or parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -144,11 +144,7 @@ impl BearerValidator {
         if config.algorithms.is_empty() {
             return Err(AuthError::Config("no JWS algorithm allowed".to_owned()));
         }
-        if let Some(hmac) = config
-            .algorithms
-            .iter()
-            .find(|a| a.family() == AlgorithmFamily::Hmac)
-        {
+        if let Some(hmac) = config.algorithms.iter().find(|a| a.is_hmac()) {
             return Err(AuthError::Config(format!(
                 "{hmac:?} is a symmetric algorithm; only asymmetric algorithms can be used with published keys"
             )));
@@ -374,7 +370,7 @@ impl BearerValidator {
         let alg: Algorithm = name
             .parse()
             .map_err(|_| invalid("the token algorithm is not supported"))?;
-        if alg.family() == AlgorithmFamily::Hmac || !self.inner.config.algorithms.contains(&alg) {
+        if alg.is_hmac() || !self.inner.config.algorithms.contains(&alg) {
             return Err(invalid("the token algorithm is not allowed"));
         }
         Ok(alg)

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
+use crate::jws::Algorithm;
 
 use crate::scope::ScopePolicy;
 

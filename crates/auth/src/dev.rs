@@ -4,8 +4,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -13,11 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::bearer::now_ms;
 use crate::config::{BearerConfig, KeySource};
 use crate::error::AuthError;
-
-/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410 §7); the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+use crate::jws::{self, Algorithm, SigningKey};
 
 /// An in-memory token issuer with a freshly generated Ed25519 key.
 pub struct DevIssuer {
@@ -25,7 +19,7 @@ pub struct DevIssuer {
     audience: String,
     kid: String,
     public_x: String,
-    encoding_key: EncodingKey,
+    key: SigningKey,
 }
 
 impl std::fmt::Debug for DevIssuer {
@@ -41,13 +35,9 @@ impl std::fmt::Debug for DevIssuer {
 impl DevIssuer {
     /// Generates a key pair for tokens with `iss` = `issuer` and `aud` = `audience`.
     pub fn generate(issuer: &str, audience: &str) -> Result<Self, AuthError> {
-        let mut seed = [0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        let signing_key = SigningKey::from_bytes(&seed);
-        let public_x = URL_SAFE_NO_PAD.encode(signing_key.verifying_key().to_bytes());
-        let mut pkcs8 = Vec::with_capacity(48);
-        pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
-        pkcs8.extend_from_slice(&seed);
+        let (key, _pkcs8) = SigningKey::generate_ed25519()
+            .map_err(|e| AuthError::Config(format!("cannot generate a development key: {e}")))?;
+        let public_x = URL_SAFE_NO_PAD.encode(key.ed25519_public_key().unwrap_or_default());
         // RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order.
         let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{public_x}"}}"#);
         let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
@@ -61,7 +51,7 @@ impl DevIssuer {
             audience: audience.to_owned(),
             kid,
             public_x,
-            encoding_key: EncodingKey::from_ed_der(&pkcs8),
+            key,
         })
     }
 
@@ -134,10 +124,9 @@ impl DevIssuer {
         for (name, value) in defaults {
             claims.entry(name).or_insert(value);
         }
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("at+jwt".to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.encoding_key)
+        let header = jws::header("at+jwt", Some(&self.kid));
+        self.key
+            .encode(Algorithm::EdDSA, &header, &claims)
             .map_err(|e| AuthError::Config(format!("cannot sign a development token: {e}")))
     }
 }

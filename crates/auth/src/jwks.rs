@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::Algorithm;
 use ring::signature::{self as ring_signature, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::Deserialize;
 
 use crate::config::{CacheConfig, KeySource};
 use crate::error::AuthError;
+use crate::jws::Algorithm;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -245,7 +245,7 @@ fn convert(jwk: RawJwk) -> Result<Option<VerificationKey>, String> {
     let alg = match jwk.alg.as_deref() {
         None => None,
         Some(name) => match name.parse::<Algorithm>() {
-            Ok(alg) if alg.family() != jsonwebtoken::AlgorithmFamily::Hmac => Some(alg),
+            Ok(alg) if !alg.is_hmac() => Some(alg),
             // Keys pinned to an algorithm we never accept (HMAC, encryption algorithms) are not for us.
             _ => return Ok(None),
         },

@@ -26,7 +26,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
@@ -35,6 +34,7 @@ use tokio::task::AbortHandle;
 use crate::bearer::now_ms;
 use crate::config::{BearerConfig, CacheConfig, ClientAuthMethod, IntrospectionConfig, KeySource};
 use crate::error::AuthError;
+use crate::jws::{Algorithm, SigningKey};
 
 /// Audience of tokens minted by [`AuthServer::mint`].
 pub const AUDIENCE: &str = "sip-edge";
@@ -135,14 +135,10 @@ impl TestKey {
         json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() }).to_string()
     }
 
-    fn encoding_key(self) -> Result<EncodingKey, AuthError> {
-        let pem = self.private_pem().as_bytes();
-        let key = match self {
-            TestKey::RsaA | TestKey::RsaB => EncodingKey::from_rsa_pem(pem),
-            TestKey::EcP256 | TestKey::EcP384 => EncodingKey::from_ec_pem(pem),
-            TestKey::Ed25519 => EncodingKey::from_ed_pem(pem),
-        };
-        key.map_err(|e| AuthError::Config(format!("test key {self:?}: {e}")))
+    /// The private key, ready to sign.
+    pub fn signing_key(self) -> Result<SigningKey, AuthError> {
+        SigningKey::from_pkcs8_pem(self.private_pem())
+            .map_err(|e| AuthError::Config(format!("test key {self:?}: {e}")))
     }
 }
 
@@ -153,9 +149,13 @@ pub fn sign(
     kid: Option<&str>,
     claims: &Map<String, Value>,
 ) -> Result<String, AuthError> {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, &key.encoding_key()?)
+    let mut header = Map::new();
+    header.insert("typ".to_owned(), Value::from("JWT"));
+    if let Some(kid) = kid {
+        header.insert("kid".to_owned(), Value::from(kid));
+    }
+    key.signing_key()?
+        .encode(alg, &header, claims)
         .map_err(|e| AuthError::Config(format!("signing with {key:?}: {e}")))
 }
 
@@ -167,17 +167,9 @@ pub fn sign_with_header(
     header: &Value,
     claims: &Map<String, Value>,
 ) -> Result<String, AuthError> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header = serde_json::to_vec(header).map_err(|e| AuthError::Config(e.to_string()))?;
-    let claims = serde_json::to_vec(claims).map_err(|e| AuthError::Config(e.to_string()))?;
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key.encoding_key()?, alg)
-        .map_err(|e| AuthError::Config(format!("signing with {key:?}: {e}")))?;
-    Ok(format!("{signing_input}.{signature}"))
+    key.signing_key()?
+        .encode_raw(alg, header, claims)
+        .map_err(|e| AuthError::Config(format!("signing with {key:?}: {e}")))
 }
 
 /// Current Unix time in seconds.

@@ -11,10 +11,9 @@
 use std::path::Path;
 
 use auth::dev::DevIssuer;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use auth::jws::{self, Algorithm, SigningKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -38,19 +37,11 @@ pub enum TokenError {
     BadKey(String),
     /// Signing failed.
     #[error("signing a token: {0}")]
-    Sign(#[from] jsonwebtoken::errors::Error),
+    Sign(#[from] jws::SignError),
     /// Issuer or audience is empty.
     #[error("tokens need a non-empty issuer and audience")]
     Config,
 }
-
-/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410 §7); the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
-const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-const PEM_END: &str = "-----END PRIVATE KEY-----";
 
 /// Signs tokens for one issuer and audience.
 pub enum Signer {
@@ -66,7 +57,7 @@ pub struct KeySigner {
     audience: String,
     kid: String,
     public_x: String,
-    encoding_key: EncodingKey,
+    key: SigningKey,
 }
 
 impl Signer {
@@ -86,16 +77,17 @@ impl Signer {
             path: name.clone(),
             source,
         };
-        let seed = if path.exists() {
+        let key = if path.exists() {
             let pem = std::fs::read_to_string(path).map_err(io)?;
-            seed_from_pem(&pem).ok_or_else(|| TokenError::BadKey(name.clone()))?
+            ed25519_from_pem(&pem).ok_or_else(|| TokenError::BadKey(name.clone()))?
         } else {
-            let mut seed = [0u8; 32];
-            rand::rng().fill_bytes(&mut seed);
-            write_private(path, &pem_from_seed(&seed)).map_err(io)?;
-            seed
+            let (key, der) = SigningKey::generate_ed25519()?;
+            write_private(path, &jws::pkcs8_to_pem(&der)).map_err(io)?;
+            key
         };
-        Ok(Signer::Key(KeySigner::from_seed(&seed, issuer, audience)))
+        KeySigner::new(key, issuer, audience)
+            .ok_or(TokenError::BadKey(name))
+            .map(Signer::Key)
     }
 
     /// The `iss` of minted tokens.
@@ -137,19 +129,19 @@ impl Signer {
 }
 
 impl KeySigner {
-    fn from_seed(seed: &[u8; 32], issuer: &str, audience: &str) -> KeySigner {
-        let signing_key = SigningKey::from_bytes(seed);
-        let public_x = URL_SAFE_NO_PAD.encode(signing_key.verifying_key().to_bytes());
+    /// `None` unless `key` is an Ed25519 key.
+    fn new(key: SigningKey, issuer: &str, audience: &str) -> Option<KeySigner> {
+        let public_x = URL_SAFE_NO_PAD.encode(key.ed25519_public_key()?);
         // RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order.
         let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{public_x}"}}"#);
         let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint_input.as_bytes()));
-        KeySigner {
+        Some(KeySigner {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             kid,
             public_x,
-            encoding_key: EncodingKey::from_ed_der(&pkcs8(seed)),
-        }
+            key,
+        })
     }
 
     fn mint(&self, subject: &str, scopes: &[&str], ttl_secs: u64) -> Result<String, TokenError> {
@@ -173,10 +165,8 @@ impl KeySigner {
         ] {
             claims.insert(name.to_owned(), value);
         }
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("at+jwt".to_owned());
-        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding_key)?)
+        let header = jws::header("at+jwt", Some(&self.kid));
+        Ok(self.key.encode(Algorithm::EdDSA, &header, &claims)?)
     }
 }
 
@@ -194,25 +184,12 @@ fn jwks(public_x: &str, kid: &str) -> String {
     .to_string()
 }
 
-fn pkcs8(seed: &[u8; 32]) -> Vec<u8> {
-    let mut der = Vec::with_capacity(48);
-    der.extend_from_slice(&ED25519_PKCS8_PREFIX);
-    der.extend_from_slice(seed);
-    der
-}
-
-fn pem_from_seed(seed: &[u8; 32]) -> String {
-    format!("{PEM_BEGIN}\n{}\n{PEM_END}\n", STANDARD.encode(pkcs8(seed)))
-}
-
-/// The seed of an Ed25519 PKCS#8 PEM key (as `openssl genpkey -algorithm ed25519` writes).
-fn seed_from_pem(pem: &str) -> Option<[u8; 32]> {
-    let start = pem.find(PEM_BEGIN)? + PEM_BEGIN.len();
-    let end = pem[start..].find(PEM_END)? + start;
-    let body: String = pem[start..end].split_whitespace().collect();
-    let der = STANDARD.decode(body).ok()?;
-    let seed = der.strip_prefix(&ED25519_PKCS8_PREFIX)?;
-    seed.try_into().ok()
+/// An Ed25519 PKCS#8 PEM key (v1 as `openssl genpkey -algorithm ed25519` writes, or v2 as this tool
+/// writes); `None` for anything else, other key kinds included.
+fn ed25519_from_pem(pem: &str) -> Option<SigningKey> {
+    SigningKey::from_pkcs8_pem(pem)
+        .ok()
+        .filter(|key| key.ed25519_public_key().is_some())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -301,21 +278,38 @@ mod tests {
             .expect("minted");
         let jwks: Value = serde_json::from_str(&signer.jwks_json()).expect("JSON");
         let x = jwks["keys"][0]["x"].as_str().expect("x");
-        let key = jsonwebtoken::DecodingKey::from_ed_components(x).expect("public key");
-        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&["aud"]);
-        validation.set_issuer(&["iss"]);
-        let decoded = jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("verifies");
-        assert_eq!(decoded.claims["sub"], "a@example.com");
+        let public = URL_SAFE_NO_PAD.decode(x).expect("base64url x");
+        let (signed, signature) = token.rsplit_once('.').expect("three segments");
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .expect("base64url signature");
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+            .verify(signed.as_bytes(), &signature)
+            .expect("verifies against the published key");
+        let c = claims(&token);
+        assert_eq!(c["sub"], "a@example.com");
+        assert_eq!(c["aud"], "aud");
+        assert_eq!(c["iss"], "iss");
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().expect("header"))
+                .expect("base64url header"),
+        )
+        .expect("JSON header");
+        assert_eq!(header["alg"], "EdDSA");
+        assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
     }
 
     #[test]
     fn foreign_pem_is_refused() {
-        assert_eq!(seed_from_pem("not a key"), None);
-        let rsa_like = format!("{PEM_BEGIN}\nAAAA\n{PEM_END}\n");
-        assert_eq!(seed_from_pem(&rsa_like), None);
-        let seed = [7u8; 32];
-        assert_eq!(seed_from_pem(&pem_from_seed(&seed)), Some(seed));
+        assert!(ed25519_from_pem("not a key").is_none());
+        let garbage = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(ed25519_from_pem(garbage).is_none());
+        let rsa = include_str!("../../../crates/auth/tests/keys/rsa-a.pem");
+        assert!(ed25519_from_pem(rsa).is_none());
+        // A v1 key as openssl writes it (seed only) is accepted.
+        let openssl = include_str!("../../../crates/auth/tests/keys/ed25519.pem");
+        assert!(ed25519_from_pem(openssl).is_some());
     }
 
     #[test]
