@@ -61,6 +61,20 @@
 //! `CROSSSLOT` [`StoreError::Protocol`]. [`Backend::get_records`] is one
 //! pipeline on a single server and concurrent reads on a cluster.
 //!
+//! # Slot migrations
+//!
+//! While a slot moves (MIGRATING on its owner, IMPORTING on the target),
+//! the owner answers for the keys it still holds and redirects the rest
+//! with ASK; the client follows (ASKING, then the command on the target).
+//! Every script names only real keys of one entity in KEYS — channels go
+//! in ARGV — so no command ever spans present and missing keys, which
+//! Redis would refuse with TRYAGAIN until the migration ends. TRYAGAIN,
+//! CLUSTERDOWN and LOADING are retried after 10–200 ms pauses within the
+//! command timeout. Shard channels stay with the owner until the slot is
+//! handed over: a swap answered by the target after its record moved
+//! announces on the target's shard, and the feed covers it with the
+//! resync it sends when the owner ends the shard subscription.
+//!
 //! # Change feeds
 //!
 //! Each feed owns one RESP3 connection used only for SUBSCRIBE/UNSUBSCRIBE
@@ -312,14 +326,18 @@ fn with_cluster_tls(
 
 /// Compare-and-swap of one record, with its announcement.
 ///
-/// KEYS[1] record hash, KEYS[2] channel (only when announcing), and last
-/// the schedule sorted set (only when scheduling, on a single server).
-/// ARGV[1] expected revision, ARGV[2] new revision, ARGV[3] `s` (set) or
-/// `d` (delete), ARGV[4] value, ARGV[5] TTL in ms or empty, ARGV[6] payload,
-/// ARGV[7] the publish command (`PUBLISH`, or `SPUBLISH` on a cluster, where
-/// the channel must then hash to the record's slot; empty when not
-/// announcing), ARGV[8] `z` to
-/// schedule ARGV[10] at ARGV[9] in the last key, with the swap.
+/// KEYS[1] record hash, and KEYS[2] the schedule sorted set (only when
+/// scheduling, on a single server). ARGV[1] expected revision, ARGV[2] new
+/// revision, ARGV[3] `s` (set) or `d` (delete), ARGV[4] value, ARGV[5] TTL
+/// in ms or empty, ARGV[6] payload, ARGV[7] the publish command (`PUBLISH`,
+/// or `SPUBLISH` on a cluster; empty when not announcing), ARGV[8] `z` to
+/// schedule ARGV[10] at ARGV[9] in KEYS[2], with the swap, ARGV[11] the
+/// channel.
+///
+/// The channel is an argument, not a key: it never exists as a key, and
+/// while its slot migrates Redis answers a script whose keys are partly
+/// missing with TRYAGAIN for as long as the migration lasts. A cluster
+/// still checks that the SPUBLISH channel hashes to the record's slot.
 /// Revisions are compared as decimal strings, so no precision is lost.
 const CAS_SCRIPT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'rev')
@@ -336,10 +354,10 @@ else
   redis.call('DEL', KEYS[1])
 end
 if ARGV[7] ~= '' then
-  redis.call(ARGV[7], KEYS[2], ARGV[6])
+  redis.call(ARGV[7], ARGV[11], ARGV[6])
 end
 if ARGV[8] == 'z' then
-  redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[10])
+  redis.call('ZADD', KEYS[2], ARGV[9], ARGV[10])
 end
 return 1
 ";
@@ -401,6 +419,16 @@ return removed
 /// clamped so that `now + ttl` cannot overflow on the server.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
+/// The shortest pause before a cluster command is retried after TRYAGAIN,
+/// CLUSTERDOWN or LOADING (ms). The client's default (1.28 s) alone would
+/// use up most of the command timeout on the first retry, so a brief
+/// resharding state would surface as a failure.
+const MIN_CLUSTER_RETRY_WAIT_MS: u64 = 10;
+
+/// The longest pause between two such retries (ms); the pauses grow
+/// exponentially from 20 ms up to it, all within the command timeout.
+const MAX_CLUSTER_RETRY_WAIT_MS: u64 = 200;
+
 /// First pause before a feed reconnects.
 const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(50);
 
@@ -418,9 +446,6 @@ impl RedisBackend {
         let new_rev = next_revision(key, expected_rev)?;
         let mut invocation = self.inner.cas_script.prepare_invoke();
         invocation.key(record_key(key));
-        if let Some(message) = &announce {
-            invocation.key(channel_name(&message.entity));
-        }
         if let Some((which, _, _)) = schedule {
             invocation.key(schedule_key(which));
         }
@@ -443,6 +468,10 @@ impl RedisBackend {
         };
         match schedule {
             Some((_, member, due)) => invocation.arg("z").arg(due).arg(member),
+            None => invocation.arg("").arg("").arg(""),
+        };
+        match &announce {
+            Some(message) => invocation.arg(channel_name(&message.entity)),
             None => invocation.arg(""),
         };
         let reply = self.run_script(&invocation).await?;
@@ -503,6 +532,8 @@ impl RedisBackend {
         let client = with_cluster_tls(ClusterClient::builder(nodes.clone()), &nodes, &config.tls)
             .connection_timeout(config.command_timeout)
             .response_timeout(config.command_timeout)
+            .min_retry_wait(MIN_CLUSTER_RETRY_WAIT_MS)
+            .max_retry_wait(MAX_CLUSTER_RETRY_WAIT_MS)
             .build()
             .map_err(|e| StoreError::Protocol(format!("invalid Redis Cluster URL: {e}")))?;
         let commands = with_timeout(config.command_timeout, client.get_async_connection()).await?;
@@ -1128,6 +1159,8 @@ impl Link {
                     .use_protocol(ProtocolVersion::RESP3)
                     .connection_timeout(limit)
                     .response_timeout(limit)
+                    .min_retry_wait(MIN_CLUSTER_RETRY_WAIT_MS)
+                    .max_retry_wait(MAX_CLUSTER_RETRY_WAIT_MS)
                     .push_sender(pushes)
                     .build()
                     .map_err(map_error)?;

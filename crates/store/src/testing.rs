@@ -380,9 +380,25 @@ impl RedisCluster {
     /// Moves `slot` (and any keys in it) to node `to`, the way
     /// `redis-cli --cluster reshard` does, and waits until every node agrees.
     pub fn migrate_slot(&self, slot: u16, to: usize) -> Result<(), TestServerError> {
+        if self.owner_of(slot)? == to {
+            return Ok(());
+        }
+        let migration = self.begin_migration(slot, to)?;
+        while self.migrate_keys(&migration, 100)? > 0 {}
+        self.finish_migration(migration)
+    }
+
+    /// Opens the migration of `slot` to node `to`: the target is set
+    /// IMPORTING and the owner MIGRATING, and the slot stays in that state
+    /// (keys answered by the owner, missing ones redirected with ASK) until
+    /// [`RedisCluster::finish_migration`]. Keys move only when
+    /// [`RedisCluster::migrate_keys`] moves them.
+    pub fn begin_migration(&self, slot: u16, to: usize) -> Result<Migration, TestServerError> {
         let from = self.owner_of(slot)?;
         if from == to {
-            return Ok(());
+            return Err(TestServerError::ClusterNotReady(format!(
+                "slot {slot} is already on node {to}"
+            )));
         }
         let source = &self.nodes[from];
         let target = self.nodes.get(to).ok_or_else(|| {
@@ -390,56 +406,70 @@ impl RedisCluster {
         })?;
         let source_id = source.node_id()?;
         let target_id = target.node_id()?;
-        let mut source_conn = source.connection()?;
-        let mut target_conn = target.connection()?;
         redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
             .arg("IMPORTING")
             .arg(&source_id)
-            .exec(&mut target_conn)?;
+            .exec(&mut target.connection()?)?;
         redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
             .arg("MIGRATING")
             .arg(&target_id)
-            .exec(&mut source_conn)?;
-        loop {
-            let keys: Vec<String> = redis::cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(slot)
-                .arg(100)
-                .query(&mut source_conn)?;
-            if keys.is_empty() {
-                break;
-            }
-            redis::cmd("MIGRATE")
-                .arg("127.0.0.1")
-                .arg(target.port())
-                .arg("")
-                .arg(0)
-                .arg(5000)
-                .arg("KEYS")
-                .arg(&keys)
-                .exec(&mut source_conn)?;
+            .exec(&mut source.connection()?)?;
+        Ok(Migration {
+            slot,
+            from,
+            to,
+            target_id,
+        })
+    }
+
+    /// Moves up to `batch` keys of a migrating slot from its owner to the
+    /// target (MIGRATE); returns how many moved (0 once none are left).
+    pub fn migrate_keys(
+        &self,
+        migration: &Migration,
+        batch: usize,
+    ) -> Result<usize, TestServerError> {
+        let mut source_conn = self.nodes[migration.from].connection()?;
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(migration.slot)
+            .arg(batch)
+            .query(&mut source_conn)?;
+        if keys.is_empty() {
+            return Ok(0);
         }
-        for conn in [&mut target_conn, &mut source_conn] {
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(self.nodes[migration.to].port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .exec(&mut source_conn)?;
+        Ok(keys.len())
+    }
+
+    /// Moves the keys still left at the owner and gives the slot to the
+    /// target on every node (SETSLOT NODE), then waits until every node
+    /// agrees.
+    pub fn finish_migration(&self, migration: Migration) -> Result<(), TestServerError> {
+        while self.migrate_keys(&migration, 100)? > 0 {}
+        // The target first, then the source, as `redis-cli` does: the slot
+        // is never left without an owner that accepts its keys.
+        let mut order = vec![migration.to, migration.from];
+        order.extend((0..self.nodes.len()).filter(|i| *i != migration.to && *i != migration.from));
+        for index in order {
             redis::cmd("CLUSTER")
                 .arg("SETSLOT")
-                .arg(slot)
+                .arg(migration.slot)
                 .arg("NODE")
-                .arg(&target_id)
-                .exec(conn)?;
-        }
-        for (index, node) in self.nodes.iter().enumerate() {
-            if index != from && index != to {
-                redis::cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(slot)
-                    .arg("NODE")
-                    .arg(&target_id)
-                    .exec(&mut node.connection()?)?;
-            }
+                .arg(&migration.target_id)
+                .exec(&mut self.nodes[index].connection()?)?;
         }
         self.wait_until_consistent()
     }
@@ -484,5 +514,31 @@ impl RedisCluster {
             maps.push(map);
         }
         Ok(maps.windows(2).all(|pair| pair[0] == pair[1]))
+    }
+}
+
+/// A slot migration opened by [`RedisCluster::begin_migration`].
+#[derive(Debug)]
+pub struct Migration {
+    slot: u16,
+    from: usize,
+    to: usize,
+    target_id: String,
+}
+
+impl Migration {
+    /// The migrating slot.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// The index of the node that owned the slot.
+    pub fn from(&self) -> usize {
+        self.from
+    }
+
+    /// The index of the node the slot moves to.
+    pub fn to(&self) -> usize {
+        self.to
     }
 }

@@ -182,3 +182,101 @@ async fn a_dead_master_makes_its_entities_unavailable_not_hung() -> anyhow::Resu
     assert_eq!(record, None);
     Ok(())
 }
+
+/// A slot held in migration (IMPORTING on the target, MIGRATING on the
+/// owner) for seconds, with its keys moved part-way: every command of an
+/// entity in that slot keeps answering within the command timeout (ASK
+/// redirections followed, no TRYAGAIN), swaps announce to the feed, and it
+/// all goes on once the slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_in_migration_keeps_serving_its_entities() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start(3)?;
+    let backend = redis_cluster_backend(&cluster).await?;
+    let entity = "alice@example.com";
+    let record = Key::new(Kind::Presentity, entity);
+    let subs = Key::new(Kind::Subscriptions, entity);
+    // A key of the same slot that exists nowhere until the migration began.
+    let late = Key::new(Kind::Rules, entity);
+    let mut rev = backend
+        .cas_record(&record, 0, Some(Bytes::from_static(b"v0")), None, None)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("first swap lost"))?;
+    backend
+        .map_put(&subs, "dialog-1", Bytes::from_static(b"edge-0"))
+        .await?;
+    let (control, mut feed) = backend.open_feed().await?;
+    control.watch(entity).await?;
+
+    let slot = cluster.slot_of(&record_key(&record))?;
+    let from = cluster.owner_of(slot)?;
+    let migration = cluster.begin_migration(slot, (from + 1) % cluster.nodes().len())?;
+    let mut late_rev = 0;
+    // Rounds of traffic while the slot is migrating; after the third, the
+    // keys move to the target (later commands are answered there via ASK).
+    for round in 0..8 {
+        if round == 3 {
+            assert!(cluster.migrate_keys(&migration, 100)? > 0);
+        }
+        let payload = format!("during-{round}");
+        let swapped = backend
+            .cas_record(
+                &record,
+                rev,
+                Some(Bytes::from(payload.clone())),
+                None,
+                Some(message(entity, &payload)),
+            )
+            .await?;
+        rev = swapped.ok_or_else(|| anyhow::anyhow!("swap in round {round} lost"))?;
+        if round < 3 {
+            // The owner still holds the record and serves the channel.
+            wait_for_payload(&mut feed, &payload).await?;
+        }
+        assert_eq!(
+            backend.get_record(&record).await?.map(|r| r.value),
+            Some(Bytes::from(payload.clone()))
+        );
+        late_rev = backend
+            .cas_record(&late, late_rev, Some(Bytes::from(payload)), None, None)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("swap of a new key in round {round} lost"))?;
+        let field = format!("dialog-during-{round}");
+        backend
+            .map_put(&subs, &field, Bytes::from_static(b"edge-1"))
+            .await?;
+        assert_eq!(
+            backend.map_get(&subs, &field).await?,
+            Some(Bytes::from_static(b"edge-1"))
+        );
+        assert!(backend.map_list(&subs).await?.len() >= 2);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert_eq!(
+        backend.map_take(&subs, "dialog-1", Some(b"edge-0")).await?,
+        Some(Bytes::from_static(b"edge-0"))
+    );
+
+    cluster.finish_migration(migration)?;
+    assert_eq!(cluster.owner_of(slot)?, (from + 1) % cluster.nodes().len());
+    // Swaps answered by the target once the record had moved announced on
+    // the target's shard, which the feed joins only when the slot is
+    // handed over: the feed then tells its subscriber to re-read.
+    while next_item(&mut feed).await? != FeedItem::Resync {}
+    let after = eventually(|| {
+        backend.cas_record(
+            &record,
+            rev,
+            Some(Bytes::from_static(b"after")),
+            None,
+            Some(message(entity, "after")),
+        )
+    })
+    .await?;
+    assert_eq!(after, Some(rev + 1));
+    wait_for_payload(&mut feed, "after").await?;
+    assert_eq!(
+        backend.get_record(&late).await?.map(|r| r.rev),
+        Some(late_rev)
+    );
+    Ok(())
+}
