@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;
 use rand::RngCore as _;
 use sha2::{Digest, Sha256, Sha512_256};
@@ -549,7 +549,7 @@ impl DigestAuthenticator {
 fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail; fall back to an empty key defensively.
     let mut mac = HmacSha256::new_from_slice(secret)
-        .unwrap_or_else(|_| <HmacSha256 as hmac::digest::KeyInit>::new(&Default::default()));
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()));
     for part in parts {
         mac.update(&(part.len() as u64).to_be_bytes());
         mac.update(part);

@@ -172,7 +172,7 @@ async fn hmac_signed_with_the_public_key_is_refused() {
     let signing_input = format!("{header}.{payload}");
     // The classic confusion attack: the RSA public key (PEM bytes, as a naive verifier would load it)
     // used as the HMAC secret.
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit as _, Mac};
     let mut mac =
         Hmac::<sha2::Sha256>::new_from_slice(TestKey::RsaA.public_pem().as_bytes()).unwrap();
     mac.update(signing_input.as_bytes());
