@@ -212,6 +212,13 @@ impl Refusal {
             Code::Unimplemented => Refusal::new(415),
             Code::PermissionDenied => Refusal::new(403),
             Code::Unauthenticated => Refusal::new(401),
+            // A per-client limit of the service (README, Limits): 503 with
+            // Retry-After, since the slot frees when something of the
+            // client's ends, and the limit as the reason phrase.
+            Code::ResourceExhausted => Refusal {
+                reason: Some(first_line(status.message())),
+                ..Refusal::unavailable(retry_after)
+            },
             _ => Refusal::unavailable(retry_after),
         }
     }

@@ -48,6 +48,8 @@ pub struct Args {
     /// others wait for approval), `allow` or `confirm`.
     #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
     default_policy: presence::rules::DefaultPolicy,
+    #[command(flatten)]
+    presence_limits: presence::command::LimitArgs,
     /// Registration-driven presence: an address-of-record with live
     /// registrations and no publication is shown `open`, and `closed` when
     /// its last registration goes.
@@ -102,12 +104,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.registrar_listen))?;
     let presence_url = format!("http://{}", presence_listener.local_addr()?);
     let registrar_url = format!("http://{}", registrar_listener.local_addr()?);
-    let presence_config = presence::PresenceConfig {
+    let presence_config = args.presence_limits.apply(presence::PresenceConfig {
         min_publish_expires: args.min_expires,
         min_subscribe_expires: args.min_expires,
         default_policy: args.default_policy,
         ..presence::PresenceConfig::default()
-    };
+    });
     let registrar_config = registrar::RegistrarConfig {
         min_expires: args.min_expires,
         registration_presence: args.registration_presence,

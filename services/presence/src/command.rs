@@ -29,6 +29,8 @@ pub struct Args {
     /// others wait for approval), `allow` or `confirm`.
     #[arg(long, env = "PRESENCE_DEFAULT_POLICY", default_value = "same-domain", value_parser = parse_policy)]
     default_policy: crate::rules::DefaultPolicy,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// How often expired publications and subscriptions are swept (ms).
     #[arg(long, env = "PRESENCE_SWEEP_MS", default_value_t = 500)]
     sweep_ms: u64,
@@ -41,6 +43,52 @@ pub struct Args {
     grpc_tls: runtime::GrpcServerTlsArgs,
     #[command(flatten)]
     metrics: runtime::MetricsArgs,
+}
+
+/// Per-client limits of the presence service (README, Limits); shared by
+/// `presence` and `presence-node`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Most live publications of one presentity (PUBLISH and SetPresence
+    /// together); an initial PUBLISH beyond it gets 503 with Retry-After.
+    #[arg(long, env = "PRESENCE_MAX_PUBLICATIONS", default_value_t = crate::compositor::DEFAULT_MAX_PUBLICATIONS, value_parser = parse_positive)]
+    pub max_publications_per_presentity: usize,
+    /// Most bytes of published documents one presentity's state is
+    /// composed from; a PUBLISH growing them beyond it gets 503.
+    #[arg(long, env = "PRESENCE_MAX_DOCUMENT_BYTES", default_value_t = crate::compositor::DEFAULT_MAX_DOCUMENT_BYTES)]
+    pub max_document_bytes: usize,
+    /// Most live subscriptions of one watcher identity, cluster-wide; a new
+    /// SUBSCRIBE beyond it gets 503 with Retry-After.
+    #[arg(long, env = "PRESENCE_MAX_SUBSCRIPTIONS_PER_WATCHER", default_value_t = crate::compositor::DEFAULT_MAX_SUBSCRIPTIONS_PER_WATCHER, value_parser = parse_positive)]
+    pub max_subscriptions_per_watcher: usize,
+    /// After a presentity's own publications go, how long its
+    /// registration-driven `open` waits (ms), so a phone quitting
+    /// (un-PUBLISH, then un-REGISTER) goes straight to `closed`; 0 shows
+    /// it at once.
+    #[arg(long, env = "PRESENCE_REGISTRATION_HOLDOFF_MS", default_value_t = crate::compositor::DEFAULT_REGISTRATION_HOLDOFF_MS)]
+    pub registration_holdoff_ms: u64,
+}
+
+/// A limit of at least one (0 would refuse everything).
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl LimitArgs {
+    /// `config` with these limits.
+    pub fn apply(&self, config: PresenceConfig) -> PresenceConfig {
+        PresenceConfig {
+            max_publications: self.max_publications_per_presentity,
+            max_document_bytes: self.max_document_bytes,
+            max_subscriptions_per_watcher: self.max_subscriptions_per_watcher,
+            registration_holdoff_ms: self.registration_holdoff_ms,
+            ..config
+        }
+    }
 }
 
 fn parse_policy(name: &str) -> Result<crate::rules::DefaultPolicy, String> {
@@ -58,14 +106,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let _metrics = args.metrics.serve().await?;
     let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
-    let config = PresenceConfig {
+    let config = args.limits.apply(PresenceConfig {
         min_publish_expires: args.min_expires,
         max_publish_expires: args.max_expires,
         min_subscribe_expires: args.min_expires,
         max_subscribe_expires: args.max_expires,
         default_policy: args.default_policy,
         ..PresenceConfig::default()
-    };
+    });
     let auth = args
         .auth
         .api_auth("presence", crate::access::access_policy())

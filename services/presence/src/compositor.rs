@@ -48,7 +48,34 @@ pub struct PresenceConfig {
     pub pidf_limits: pidf::Limits,
     /// Who may watch a presentity that has no rule for the watcher.
     pub default_policy: crate::rules::DefaultPolicy,
+    /// Most live publications of one presentity (SIP PUBLISH and
+    /// SetPresence sources; the registration publication is not counted).
+    pub max_publications: usize,
+    /// Most bytes of published documents one presentity's composed
+    /// document is made from.
+    pub max_document_bytes: usize,
+    /// Most live `presence` and `presence.winfo` subscriptions of one
+    /// watcher identity, cluster-wide.
+    pub max_subscriptions_per_watcher: usize,
+    /// How long after a presentity's own publications went the
+    /// registration-driven state waits before it is shown (ms): a phone
+    /// that un-PUBLISHes and then un-REGISTERs goes straight to `closed`
+    /// instead of blinking `open` in between.
+    pub registration_holdoff_ms: u64,
 }
+
+/// Default of [`PresenceConfig::max_publications`]: a user's devices and
+/// applications together, with room to spare.
+pub const DEFAULT_MAX_PUBLICATIONS: usize = 16;
+/// Default of [`PresenceConfig::max_document_bytes`]: two documents of the
+/// largest size one publication may have.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 2 * pidf::Limits::DEFAULT.max_bytes;
+/// Default of [`PresenceConfig::max_subscriptions_per_watcher`]: a large
+/// contact list watched from several devices.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_WATCHER: usize = 1000;
+/// Default of [`PresenceConfig::registration_holdoff_ms`]: longer than a
+/// phone takes between its un-PUBLISH and its un-REGISTER.
+pub const DEFAULT_REGISTRATION_HOLDOFF_MS: u64 = 1500;
 
 impl Default for PresenceConfig {
     fn default() -> Self {
@@ -61,6 +88,10 @@ impl Default for PresenceConfig {
             default_subscribe_expires: 3600,
             pidf_limits: pidf::Limits::default(),
             default_policy: crate::rules::DefaultPolicy::SameDomain,
+            max_publications: DEFAULT_MAX_PUBLICATIONS,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_subscriptions_per_watcher: DEFAULT_MAX_SUBSCRIPTIONS_PER_WATCHER,
+            registration_holdoff_ms: DEFAULT_REGISTRATION_HOLDOFF_MS,
         }
     }
 }
@@ -88,6 +119,19 @@ pub struct PresentityRecord {
     pub publications: Vec<StoredPublication>,
     /// Composed document at `version`.
     pub composed: String,
+    /// Whether `composed` was made from the presentity's own publications
+    /// (not the registration's alone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub composed_own: bool,
+    /// While nonzero: the presentity's own publications are gone and the
+    /// registration-driven state is held back until then (ms since the
+    /// epoch); `composed` still shows the last own state.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fallback_at_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A PUBLISH as the compositor sees it.
@@ -126,6 +170,14 @@ pub enum PublishError {
     /// 400 Bad Request (initial PUBLISH without body, invalid document).
     #[error("{0}")]
     BadRequest(String),
+    /// 503 with Retry-After: the presentity has as many publications as
+    /// allowed ([`PresenceConfig::max_publications`]).
+    #[error("Too Many Publications (at most {limit} per presentity)")]
+    TooManyPublications { limit: usize },
+    /// 503 with Retry-After: the presentity's documents together would
+    /// exceed [`PresenceConfig::max_document_bytes`].
+    #[error("Presence Document Too Large (at most {limit} bytes per presentity)")]
+    DocumentTooLarge { limit: usize },
     /// 503 Service Unavailable.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -176,6 +228,70 @@ pub fn entity_of(presentity: &str) -> String {
 
 pub(crate) fn new_etag() -> String {
     hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// Refusals of requests beyond a per-client limit, by limit
+/// (`publications`, `document_bytes`, `subscriptions_per_watcher`).
+pub(crate) fn count_limit_refusal(limit: &'static str) {
+    use telemetry::prometheus_client::metrics::counter::Counter;
+    use telemetry::prometheus_client::metrics::family::Family;
+    type Refusals = Family<[(&'static str, &'static str); 1], Counter>;
+    static REFUSALS: std::sync::LazyLock<Refusals> = std::sync::LazyLock::new(|| {
+        telemetry::register(
+            "presence_limit_refusals",
+            "Requests refused because a per-client limit was reached, by limit",
+            Refusals::default(),
+        )
+    });
+    REFUSALS.get_or_create(&[("limit", limit)]).inc();
+}
+
+/// Whether a publication counts against the per-presentity limits: the
+/// registrar's registration publication is the service's own, one at most.
+fn counted(publication: &StoredPublication) -> bool {
+    publication.source.as_deref() != Some(REGISTRATION_SOURCE)
+}
+
+/// Checks the per-presentity limits on the publications as they would be
+/// after a change, before anything is composed or stored: `added` when the
+/// change creates a publication, `before_bytes` the counted bytes before
+/// it. A change that does not grow what is over a limit passes, so a
+/// presentity over a lowered limit can still refresh, shrink and remove.
+pub(crate) fn check_limits(
+    config: &PresenceConfig,
+    presentity: &str,
+    publications: &[StoredPublication],
+    added: bool,
+    before_bytes: usize,
+) -> Result<(), PublishError> {
+    if added {
+        let count = publications.iter().filter(|p| counted(p)).count();
+        if count > config.max_publications {
+            count_limit_refusal("publications");
+            tracing::info!(%presentity, count, limit = config.max_publications, "publication refused: too many publications");
+            return Err(PublishError::TooManyPublications {
+                limit: config.max_publications,
+            });
+        }
+    }
+    let bytes = counted_bytes(publications);
+    if bytes > config.max_document_bytes && bytes > before_bytes {
+        count_limit_refusal("document_bytes");
+        tracing::info!(%presentity, bytes, limit = config.max_document_bytes, "publication refused: documents too large");
+        return Err(PublishError::DocumentTooLarge {
+            limit: config.max_document_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of the counted publications' documents.
+pub(crate) fn counted_bytes(publications: &[StoredPublication]) -> usize {
+    publications
+        .iter()
+        .filter(|p| counted(p))
+        .map(|p| p.body.len())
+        .sum()
 }
 
 /// The compositor of every presentity, over a state backend.
@@ -314,6 +430,7 @@ impl Compositor {
             // Publications that expired before the sweeper got to them change
             // the composed state even when this request is a plain refresh.
             let mut state_changed = record.publications.len() != before;
+            let before_bytes = counted_bytes(&record.publications);
             let etag = new_etag();
             match &command.if_match {
                 None => {
@@ -348,6 +465,13 @@ impl Compositor {
                     }
                 }
             }
+            check_limits(
+                &self.config,
+                &command.presentity,
+                &record.publications,
+                command.if_match.is_none(),
+                before_bytes,
+            )?;
             if let Some(version) = self
                 .save(&command.presentity, rev, record, state_changed, now_ms)
                 .await?
@@ -370,7 +494,8 @@ impl Compositor {
             let (rev, mut record) = self.load(presentity).await?;
             let before = record.publications.len();
             record.publications.retain(|p| p.expires_at_ms > now_ms);
-            if record.publications.len() == before {
+            let fallback_due = record.fallback_at_ms != 0 && record.fallback_at_ms <= now_ms;
+            if record.publications.len() == before && !fallback_due {
                 match record.publications.iter().map(|p| p.expires_at_ms).min() {
                     // Refreshed since it was scheduled: re-armed.
                     Some(due) => {
@@ -421,8 +546,29 @@ impl Compositor {
         state_changed: bool,
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
+        let own = record.publications.iter().any(counted);
+        let falls_back = !own && record.publications.iter().any(|p| !counted(p));
+        let hold = state_changed && falls_back && self.config.registration_holdoff_ms > 0 && {
+            if record.fallback_at_ms == 0 && record.composed_own {
+                // The presentity's own publications just went and only the
+                // registration's is left: a phone that is quitting sends
+                // its un-REGISTER next. Showing `open` from the
+                // registration now would blink it before `closed`, so the
+                // last own state stays until the hold-off ends (the
+                // sweeper composes then) or the bindings go.
+                record.fallback_at_ms = now_ms + self.config.registration_holdoff_ms;
+            }
+            record.fallback_at_ms > now_ms
+        };
+        let state_changed = state_changed && !hold;
+        if state_changed {
+            record.fallback_at_ms = 0;
+        }
         let composed = state_changed
-            .then(|| compose(presentity, &record.publications, &self.parsed))
+            .then(|| {
+                record.composed_own = own;
+                compose(presentity, &record.publications, &self.parsed)
+            })
             // A change nobody can see (the expiry of a publication composition
             // leaves out, such as the registration's behind a device's own)
             // is stored without a new version: announcing the same document
@@ -452,6 +598,7 @@ impl Compositor {
             .publications
             .iter()
             .map(|p| p.expires_at_ms)
+            .chain((record.fallback_at_ms != 0).then_some(record.fallback_at_ms))
             .min()
             .unwrap_or(record.version.max(now_ms) + EMPTY_RECORD_GRACE_MS);
         let latest = record.publications.iter().map(|p| p.expires_at_ms).max();
@@ -522,5 +669,360 @@ pub fn status_name(status: &PresenceStatus) -> String {
         PresenceStatus::InMeeting => "in-meeting".into(),
         PresenceStatus::Offline => "offline".into(),
         PresenceStatus::Custom(s) => s.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! RFC 3903 cases, the per-presentity limits and the registration
+    //! hold-off over the in-memory backend.
+
+    use std::time::Duration;
+
+    use pidf::PresenceInfo;
+
+    use super::*;
+    use crate::sources::{SetSourceCommand, SourceContent};
+
+    const ALICE: &str = "alice@example.com";
+    const T0: u64 = 1_000_000_000;
+
+    fn compositor_with(config: PresenceConfig) -> Compositor {
+        Compositor::new(Arc::new(store::memory::MemoryBackend::new()), config)
+    }
+
+    fn compositor() -> Compositor {
+        compositor_with(PresenceConfig::default())
+    }
+
+    fn pidf_body(status: PresenceStatus, note: &str) -> Bytes {
+        let info = PresenceInfo {
+            note: Some(note.to_string()),
+            ..PresenceInfo::new(status)
+        };
+        Bytes::from(info.to_document(&entity_of(ALICE)).to_xml())
+    }
+
+    fn initial(note: &str) -> PublishCommand {
+        PublishCommand {
+            presentity: ALICE.into(),
+            if_match: None,
+            expires: Some(600),
+            body: Some((PIDF.into(), pidf_body(PresenceStatus::Available, note))),
+            publisher: ALICE.into(),
+        }
+    }
+
+    fn conditional(etag: &str, expires: u32, body: Option<Bytes>) -> PublishCommand {
+        PublishCommand {
+            if_match: Some(etag.into()),
+            expires: Some(expires),
+            body: body.map(|b| (PIDF.to_string(), b)),
+            ..initial("")
+        }
+    }
+
+    fn registration() -> SetSourceCommand {
+        SetSourceCommand {
+            presentity: ALICE.into(),
+            source: REGISTRATION_SOURCE.into(),
+            content: SourceContent::Status {
+                status: PresenceStatus::Available,
+                note: None,
+            },
+            expires: Some(600),
+            publisher: "registrar".into(),
+        }
+    }
+
+    /// The composed states announced on `ALICE`'s channel so far.
+    async fn announced(feed: &mut tokio::sync::mpsc::Receiver<store::FeedItem>) -> usize {
+        let mut count = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), feed.recv()).await
+        {
+            count += 1;
+        }
+        count
+    }
+
+    #[tokio::test]
+    async fn initial_refresh_modify_and_remove() {
+        let compositor = compositor();
+        let first = compositor.publish(&initial("first"), T0).await.unwrap();
+        assert!(!first.etag.is_empty());
+        assert_eq!(first.expires, 600);
+        let view = compositor.view(ALICE).await.unwrap();
+        assert_eq!(view.version, first.version);
+        assert_eq!(view.basic, Basic::Open);
+        assert_eq!(view.note.as_deref(), Some("first"));
+
+        // Refresh: a new entity-tag, the state (and its version) unchanged.
+        let refreshed = compositor
+            .publish(&conditional(&first.etag, 900, None), T0 + 1_000)
+            .await
+            .unwrap();
+        assert_ne!(refreshed.etag, first.etag);
+        assert_eq!(refreshed.version, first.version);
+        // The old tag is spent (§6: 412 for it now).
+        assert!(matches!(
+            compositor
+                .publish(&conditional(&first.etag, 900, None), T0 + 1_000)
+                .await,
+            Err(PublishError::UnknownEtag(_))
+        ));
+
+        // Modify: a new document, a new version.
+        let modified = compositor
+            .publish(
+                &conditional(
+                    &refreshed.etag,
+                    600,
+                    Some(pidf_body(PresenceStatus::Busy, "second")),
+                ),
+                T0 + 2_000,
+            )
+            .await
+            .unwrap();
+        assert!(modified.version > first.version);
+        assert_eq!(
+            compositor.view(ALICE).await.unwrap().note.as_deref(),
+            Some("second")
+        );
+
+        // Remove: no tag, closed.
+        let removed = compositor
+            .publish(&conditional(&modified.etag, 0, None), T0 + 3_000)
+            .await
+            .unwrap();
+        assert!(removed.etag.is_empty());
+        assert_eq!(compositor.view(ALICE).await.unwrap().basic, Basic::Closed);
+    }
+
+    #[tokio::test]
+    async fn what_is_refused_is_never_stored() {
+        let compositor = compositor();
+        let no_body = PublishCommand {
+            body: None,
+            ..initial("")
+        };
+        assert!(matches!(
+            compositor.publish(&no_body, T0).await,
+            Err(PublishError::BadRequest(_))
+        ));
+        let zero = PublishCommand {
+            expires: Some(0),
+            ..initial("x")
+        };
+        assert!(matches!(
+            compositor.publish(&zero, T0).await,
+            Err(PublishError::BadRequest(_))
+        ));
+        let brief = PublishCommand {
+            expires: Some(compositor.config().min_publish_expires - 1),
+            ..initial("x")
+        };
+        assert!(matches!(
+            compositor.publish(&brief, T0).await,
+            Err(PublishError::IntervalTooBrief { .. })
+        ));
+        let text = PublishCommand {
+            body: Some(("text/plain".into(), Bytes::from_static(b"hi"))),
+            ..initial("x")
+        };
+        assert!(matches!(
+            compositor.publish(&text, T0).await,
+            Err(PublishError::UnsupportedMediaType(_))
+        ));
+        let broken = PublishCommand {
+            body: Some((PIDF.into(), Bytes::from_static(b"<presence"))),
+            ..initial("x")
+        };
+        assert!(matches!(
+            compositor.publish(&broken, T0).await,
+            Err(PublishError::BadRequest(_))
+        ));
+        assert!(matches!(
+            compositor
+                .publish(&conditional("nope", 600, None), T0)
+                .await,
+            Err(PublishError::UnknownEtag(_))
+        ));
+        assert_eq!(compositor.view(ALICE).await.unwrap().version, 0);
+        // Too long an interval is shortened, not refused.
+        let long = PublishCommand {
+            expires: Some(u32::MAX),
+            ..initial("x")
+        };
+        let granted = compositor.publish(&long, T0).await.unwrap();
+        assert_eq!(granted.expires, compositor.config().max_publish_expires);
+    }
+
+    #[tokio::test]
+    async fn devices_are_composed_and_an_expiry_recomposes_once() {
+        let compositor = compositor();
+        let phone = PublishCommand {
+            expires: Some(60),
+            ..initial("phone")
+        };
+        compositor.publish(&phone, T0).await.unwrap();
+        let desk = PublishCommand {
+            body: Some((PIDF.into(), pidf_body(PresenceStatus::Offline, "desk"))),
+            ..initial("desk")
+        };
+        let both = compositor.publish(&desk, T0 + 1).await.unwrap();
+        let (_, record) = compositor.load(ALICE).await.unwrap();
+        assert_eq!(record.publications.len(), 2);
+        assert_eq!(compositor.view(ALICE).await.unwrap().basic, Basic::Open);
+        // Nothing due yet.
+        assert_eq!(compositor.expire(ALICE, T0 + 30_000).await.unwrap(), None);
+        let expired = compositor.expire(ALICE, T0 + 60_000).await.unwrap();
+        assert!(expired.is_some_and(|v| v > both.version));
+        assert_eq!(compositor.view(ALICE).await.unwrap().basic, Basic::Closed);
+        // A second sweeper finds nothing left to do.
+        assert_eq!(compositor.expire(ALICE, T0 + 60_000).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn publications_beyond_the_limit_are_refused_before_composing() {
+        let compositor = compositor_with(PresenceConfig {
+            max_publications: 2,
+            ..PresenceConfig::default()
+        });
+        compositor.set_source(&registration(), T0).await.unwrap();
+        let first = compositor.publish(&initial("one"), T0).await.unwrap();
+        let second = compositor.publish(&initial("two"), T0).await.unwrap();
+        let (_, before) = compositor.load(ALICE).await.unwrap();
+        let third = compositor.publish(&initial("three"), T0).await;
+        assert!(
+            matches!(third, Err(PublishError::TooManyPublications { limit: 2 })),
+            "{third:?}"
+        );
+        let app = SetSourceCommand {
+            source: "calendar".into(),
+            ..registration()
+        };
+        assert!(matches!(
+            compositor.set_source(&app, T0).await,
+            Err(PublishError::TooManyPublications { .. })
+        ));
+        // Nothing was stored or composed for the refusals.
+        assert_eq!(compositor.load(ALICE).await.unwrap().1, before);
+        // Refreshes and modifications of what exists still pass, and so
+        // does the registration's own publication.
+        compositor
+            .publish(&conditional(&first.etag, 600, None), T0)
+            .await
+            .unwrap();
+        compositor
+            .publish(
+                &conditional(
+                    &second.etag,
+                    600,
+                    Some(pidf_body(PresenceStatus::Away, "2")),
+                ),
+                T0,
+            )
+            .await
+            .unwrap();
+        compositor
+            .set_source(&registration(), T0 + 1)
+            .await
+            .unwrap();
+        assert!(
+            telemetry::encode().contains("presence_limit_refusals_total{limit=\"publications\"}")
+        );
+    }
+
+    #[tokio::test]
+    async fn documents_beyond_the_byte_limit_are_refused() {
+        let one = pidf_body(PresenceStatus::Available, "x").len();
+        let compositor = compositor_with(PresenceConfig {
+            max_document_bytes: one * 2 + 10,
+            ..PresenceConfig::default()
+        });
+        let first = compositor.publish(&initial("x"), T0).await.unwrap();
+        compositor.publish(&initial("y"), T0).await.unwrap();
+        assert!(matches!(
+            compositor.publish(&initial("z"), T0).await,
+            Err(PublishError::DocumentTooLarge { .. })
+        ));
+        let longer = pidf_body(PresenceStatus::Available, &"n".repeat(64));
+        assert!(matches!(
+            compositor
+                .publish(&conditional(&first.etag, 600, Some(longer)), T0)
+                .await,
+            Err(PublishError::DocumentTooLarge { .. })
+        ));
+        // Removing is always possible.
+        compositor
+            .publish(&conditional(&first.etag, 0, None), T0)
+            .await
+            .unwrap();
+        assert!(
+            telemetry::encode().contains("presence_limit_refusals_total{limit=\"document_bytes\"}")
+        );
+    }
+
+    #[tokio::test]
+    async fn after_an_unpublish_the_bindings_going_show_closed_without_open_between() {
+        let compositor = compositor();
+        let (control, mut feed) = compositor.backend().open_feed().await.unwrap();
+        control.watch(ALICE).await.unwrap();
+        let now = contract::now_ms();
+        compositor.set_source(&registration(), now).await.unwrap();
+        let own = compositor.publish(&initial("busy"), now + 1).await.unwrap();
+        assert_eq!(announced(&mut feed).await, 2);
+        // The phone un-PUBLISHes: nothing is announced yet, the last own
+        // state stays.
+        compositor
+            .publish(&conditional(&own.etag, 0, None), now + 2)
+            .await
+            .unwrap();
+        assert_eq!(announced(&mut feed).await, 0);
+        let view = compositor.view(ALICE).await.unwrap();
+        assert_eq!(view.version, own.version);
+        assert_eq!(view.note.as_deref(), Some("busy"));
+        // …and un-REGISTERs within the hold-off: straight to closed.
+        compositor
+            .clear_source(ALICE, REGISTRATION_SOURCE, now + 3)
+            .await
+            .unwrap();
+        assert_eq!(announced(&mut feed).await, 1);
+        let view = compositor.view(ALICE).await.unwrap();
+        assert_eq!(view.basic, Basic::Closed);
+        assert!(view.version > own.version);
+    }
+
+    #[tokio::test]
+    async fn a_phone_that_stays_registered_shows_the_registration_after_the_hold_off() {
+        let compositor = compositor();
+        let holdoff = compositor.config().registration_holdoff_ms;
+        compositor.set_source(&registration(), T0).await.unwrap();
+        let own = compositor.publish(&initial("busy"), T0 + 1).await.unwrap();
+        compositor
+            .publish(&conditional(&own.etag, 0, None), T0 + 2)
+            .await
+            .unwrap();
+        // A registration refresh within the hold-off changes nothing.
+        compositor
+            .set_source(&registration(), T0 + 3)
+            .await
+            .unwrap();
+        assert_eq!(compositor.expire(ALICE, T0 + 3).await.unwrap(), None);
+        assert_eq!(compositor.view(ALICE).await.unwrap().version, own.version);
+        // The sweeper comes at the hold-off's end: the registration shows.
+        let (_, record) = compositor.load(ALICE).await.unwrap();
+        assert_eq!(record.fallback_at_ms, T0 + 2 + holdoff);
+        let shown = compositor.expire(ALICE, T0 + 2 + holdoff).await.unwrap();
+        assert!(shown.is_some_and(|v| v > own.version));
+        let view = compositor.view(ALICE).await.unwrap();
+        assert_eq!(view.basic, Basic::Open);
+        assert_eq!(view.note, None);
+        assert_eq!(compositor.load(ALICE).await.unwrap().1.fallback_at_ms, 0);
+        // A presentity that never published itself shows its registration at
+        // once: nothing is held back.
+        let other = self::compositor();
+        other.set_source(&registration(), T0).await.unwrap();
+        assert_eq!(other.view(ALICE).await.unwrap().basic, Basic::Open);
     }
 }

@@ -21,7 +21,9 @@
 use bytes::Bytes;
 use pidf::{PresenceInfo, PresenceStatus};
 
-use crate::compositor::{entity_of, new_etag, StoredPublication, PIDF};
+use crate::compositor::{
+    check_limits, counted_bytes, entity_of, new_etag, StoredPublication, PIDF,
+};
 use crate::{Compositor, PublishError, PublishOutcome};
 
 const CAS_ATTEMPTS: usize = 16;
@@ -161,11 +163,16 @@ impl Compositor {
             let before = record.publications.len();
             record.publications.retain(|p| p.expires_at_ms > now_ms);
             let mut state_changed = record.publications.len() != before;
+            let before_bytes = counted_bytes(&record.publications);
             let etag = new_etag();
             let existing = record
                 .publications
                 .iter_mut()
                 .find(|p| p.source.as_deref() == Some(command.source.as_str()));
+            // The registration's publication is the service's own: never
+            // refused, so a REGISTER always shows.
+            let added =
+                existing.is_none() && command.source != crate::compositor::REGISTRATION_SOURCE;
             match existing {
                 Some(publication) => {
                     publication.etag = etag;
@@ -189,6 +196,13 @@ impl Compositor {
                     state_changed = true;
                 }
             }
+            check_limits(
+                self.config(),
+                &command.presentity,
+                &record.publications,
+                added,
+                before_bytes,
+            )?;
             if let Some(version) = self
                 .save(&command.presentity, rev, record, state_changed, now_ms)
                 .await?

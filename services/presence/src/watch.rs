@@ -509,6 +509,7 @@ async fn run(
                 version: change.version,
                 publications: Vec::new(),
                 composed: change.pidf,
+                ..PresentityRecord::default()
             };
             let view = PresenceView::from_record(&change.presentity, &record);
             if send(tx, state_event(view)).await.is_err() {

@@ -77,7 +77,9 @@ pub fn status_of(error: RegisterError) -> Status {
         RegisterError::InvalidWildcard | RegisterError::MissingAor => {
             Status::invalid_argument(error.to_string())
         }
-        RegisterError::OutOfOrder { .. } => Status::aborted(error.to_string()),
+        // The edge turns INVALID_ARGUMENT into 400 with the message's first
+        // line as the reason phrase (see `RegisterError::OutOfOrder`).
+        RegisterError::OutOfOrder { .. } => Status::invalid_argument("CSeq out of order"),
         RegisterError::Store(e) => Status::unavailable(e.to_string()),
         RegisterError::Contended(_) => Status::unavailable(error.to_string()),
     }
