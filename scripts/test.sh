@@ -36,6 +36,12 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Kubernetes schemas, the dashboard against the metrics served (seconds).
 bash scripts/check-k8s.sh
 cargo fmt --all -- --check
+# Dependency policy (deny.toml): licences, bans (one crypto stack, the
+# duplicates third-party crates force) and sources (crates.io only). Not
+# advisories: their database is on github.com, which CI cannot reach (see
+# deny.toml). The install is a few minutes, once.
+need cargo-deny || cargo install cargo-deny --version 0.20.2 --locked
+cargo deny check bans licenses sources
 cargo clippy --workspace --all-targets -- -D warnings
 # The workspace tests start the service binaries: build them first.
 cargo build --workspace --bins
@@ -43,3 +49,6 @@ cargo build --workspace --bins
 # those binaries (a second when nothing changed; fails when Docker is missing).
 bash scripts/build-images.sh
 cargo test --workspace --no-fail-fast -- --test-threads=2
+# The SIP parser under random mutation for a bounded time, on the stable
+# toolchain (FUZZ_ENGINE=stable: nothing is installed).
+FUZZ_ENGINE=stable FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz-sip.sh
