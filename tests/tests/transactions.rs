@@ -389,3 +389,49 @@ async fn responses_follow_received_and_rport() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_reused_with_another_cseq_is_a_new_request_not_a_retransmission() {
+    let cluster = Cluster::start(0);
+    let edge = start_edge(&cluster, "edge-cseq", &[]);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("binding UDP");
+    let local = socket.local_addr().expect("local address");
+    let via = format!("SIP/2.0/UDP {local};branch=z9hG4bKreused;rport");
+    let first = options(&via, "reused@test");
+    let cseq_of = |answer: &str| {
+        answer
+            .lines()
+            .find(|l| l.starts_with("CSeq: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let ask = |request: String| {
+        let socket = &socket;
+        async move {
+            socket
+                .send_to(request.as_bytes(), edge.sip())
+                .await
+                .expect("send");
+            next_datagram(socket, WAIT).await.expect("an answer").0
+        }
+    };
+
+    let answer = ask(first.clone()).await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    assert_eq!(cseq_of(&answer), "CSeq: 1 OPTIONS");
+    // The same branch with the next CSeq (a looping test tool): answered
+    // for itself, never with the cached answer of CSeq 1.
+    let answer = ask(first.replace("CSeq: 1 OPTIONS", "CSeq: 2 OPTIONS")).await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    assert_eq!(cseq_of(&answer), "CSeq: 2 OPTIONS");
+    // Another method on the same branch and number is another request too.
+    let register = first
+        .replace("OPTIONS sip:example.com", "REGISTER sip:example.com")
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 REGISTER");
+    let answer = ask(register).await;
+    assert_eq!(cseq_of(&answer), "CSeq: 1 REGISTER", "{answer}");
+    // A real retransmission of the first still gets the first's answer.
+    let answer = ask(first).await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    assert_eq!(cseq_of(&answer), "CSeq: 1 OPTIONS");
+}

@@ -1,7 +1,8 @@
 //! The edge's transports over real sockets: TLS with client certificates,
 //! WebSocket and secure WebSocket (RFC 7118), IPv6, and what protects
-//! stream transports — the slow-loris deadline, idle timeout and CRLF
-//! keep-alives, the connection cap, message size limits.
+//! stream transports — the slow-loris deadline, first-message and idle
+//! timeouts and CRLF keep-alives, the connection cap and each source's
+//! share of it, message size limits, the 400 for unframeable data.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -686,4 +687,172 @@ async fn a_reconnected_subscriber_gets_its_notifies_on_the_new_connection() {
         crate::transport_support::subscriptions_stored(&cluster, "alice@example.com"),
         1
     );
+}
+
+/// A TCP connection to `server` from `local` (loopback is all of 127/8, so
+/// 127.0.0.2 is a second source on one machine).
+async fn connect_from(local: std::net::IpAddr, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .expect("binding the local address");
+    socket.connect(server).await.expect("connecting")
+}
+
+/// Sends an OPTIONS over `stream` and returns the first bytes answered.
+async fn options_on(stream: &mut TcpStream, branch: &str) -> String {
+    let local = stream.local_addr().expect("local address");
+    let request = raw_options(
+        &format!("SIP/2.0/TCP {local};branch={branch};rport"),
+        &format!("{branch}@test"),
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending OPTIONS");
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_from_one_address_does_not_lock_out_others() {
+    let cluster = Cluster::start(0);
+    let flags = vec!["--max-connections".into(), "100".into()];
+    let edge = start_edge(&cluster, "edge-flood", &flags);
+
+    // 127.0.0.1 opens 100 connections and says nothing on them.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect(edge.sip()).await.expect("connecting"));
+    }
+    // Its share of the cap (32 by default) is kept; the rest are closed.
+    let closed = futures::future::join_all(
+        flood
+            .iter_mut()
+            .map(|stream| closed_within(stream, Duration::from_secs(2))),
+    )
+    .await;
+    assert_eq!(closed.iter().filter(|c| !**c).count(), 32);
+
+    // Another address still gets in and is served.
+    let mut other = connect_from("127.0.0.2".parse().expect("address"), edge.sip()).await;
+    let answer = options_on(&mut other, "z9hG4bKflood2").await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_sip_message_are_closed_after_the_first_message_timeout() {
+    let cluster = Cluster::start(0);
+    let ws_port = free_tcp_port(false);
+    let flags = vec![
+        "--first-message-timeout-ms".into(),
+        "1500".into(),
+        "--ws".into(),
+        format!("127.0.0.1:{ws_port}"),
+    ];
+    let edge = start_edge(&cluster, "edge-first-message", &flags);
+
+    // Silent, and CRLF keep-alives only: both closed (the idle timeout,
+    // ten minutes, is far off).
+    let mut silent = TcpStream::connect(edge.sip()).await.expect("connecting");
+    let mut pinging = TcpStream::connect(edge.sip()).await.expect("connecting");
+    let (ping_reader, mut ping_writer) = pinging.split();
+    let pings = async {
+        for _ in 0..40 {
+            if ping_writer.write_all(b"\r\n\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let pinged_closed = async {
+        let mut reader = ping_reader;
+        let mut buf = [0u8; 64];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                // Pongs: the keep-alives are answered, yet do not count.
+                Ok(Ok(_)) => {}
+            }
+        }
+    };
+    // A WebSocket upgraded and then silent.
+    let mut ws = ws_client(loopback(ws_port), true)
+        .await
+        .expect("WebSocket upgrade");
+    let ws_closed = async {
+        tokio::time::timeout(Duration::from_secs(6), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    };
+    // A connection whose first message came in time stays open.
+    let mut talking = TcpStream::connect(edge.sip()).await.expect("connecting");
+    let answer = options_on(&mut talking, "z9hG4bKfirst1").await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer:?}");
+
+    let (silent_closed, (_, pinged_closed), ws_closed) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(6)),
+        async { tokio::join!(pings, pinged_closed) },
+        ws_closed,
+    );
+    assert!(silent_closed, "a silent connection is closed");
+    assert!(pinged_closed, "keep-alives alone do not hold a connection");
+    assert!(ws_closed, "a silent WebSocket is closed");
+    assert!(
+        !closed_within(&mut talking, Duration::from_millis(500)).await,
+        "a connection that sent a message is kept"
+    );
+    let answer = options_on(&mut talking, "z9hG4bKfirst2").await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unframeable_tcp_data_is_answered_400_before_the_close() {
+    let cluster = Cluster::start(0);
+    let edge = start_edge(&cluster, "edge-unframeable", &[]);
+    let mut stream = TcpStream::connect(edge.sip()).await.expect("connecting");
+    let local = stream.local_addr().expect("local address");
+    // A Content-Length that is not a number cannot be framed; more bytes
+    // follow, as they do from a fuzzer or a confused peer, and are still
+    // unread when the edge gives up on the stream.
+    let mut garbage = raw_options(
+        &format!("SIP/2.0/TCP {local};branch=z9hG4bKframe;rport"),
+        "unframeable@test",
+    )
+    .replace("Content-Length: 0", "Content-Length: twelve")
+    .into_bytes();
+    garbage.extend(std::iter::repeat_n(b'x', 256 * 1024));
+    let (mut reader, mut writer) = stream.split();
+    let send = async {
+        let _ = writer.write_all(&garbage).await;
+    };
+    let receive = async {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(WAIT, async {
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let (_, answer) = tokio::join!(send, receive);
+    assert!(answer.starts_with("SIP/2.0 400 "), "{answer:?}");
+    assert!(answer.contains("Call-ID: unframeable@test"), "{answer}");
 }

@@ -51,14 +51,20 @@ pub struct SipArgs {
     /// Most concurrent stream connections (TCP, TLS, WS and WSS together).
     #[arg(long, env = "EDGE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most concurrent stream connections from one source address (an IPv6
+    /// source counts per /64); 0: no cap per source. Raise it for a NAT or
+    /// SBC carrying many clients over one address.
+    #[arg(long, env = "EDGE_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 32)]
+    pub max_connections_per_source: usize,
     /// Lease length (milliseconds): an edge silent this long counts as gone
-    /// and its dialogs are continued by the others.
-    #[arg(long, env = "EDGE_LEASE_TTL_MS", default_value_t = 6000)]
+    /// and its dialogs are continued by the others. Renewed every third.
+    #[arg(long, env = "EDGE_LEASE_TTL_MS", default_value_t = 1500)]
     pub lease_ttl_ms: u64,
     /// How often to look for dialogs of gone edges (milliseconds).
-    #[arg(long, env = "EDGE_CLAIM_INTERVAL_MS", default_value_t = 1000)]
+    #[arg(long, env = "EDGE_CLAIM_INTERVAL_MS", default_value_t = 250)]
     pub claim_interval_ms: u64,
-    /// On SIGTERM, how long in-flight requests may take (milliseconds).
+    /// On SIGTERM, how long the edge keeps answering requests before it
+    /// closes its sockets (milliseconds); its dialogs move at once.
     #[arg(long, env = "EDGE_DRAIN_GRACE_MS", default_value_t = 5000)]
     pub drain_grace_ms: u64,
 }
@@ -76,6 +82,7 @@ impl SipArgs {
             rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
             notify_min_interval: Duration::from_millis(self.notify_min_interval_ms),
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
             lease_ttl: Duration::from_millis(self.lease_ttl_ms.max(300)),
             claim_interval: Duration::from_millis(self.claim_interval_ms.max(100)),
             drain_grace: Duration::from_millis(self.drain_grace_ms),
@@ -137,6 +144,34 @@ pub struct TransportArgs {
     /// handshake deadline).
     #[arg(long, env = "EDGE_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
     pub message_timeout_ms: u64,
+    /// A stream connection must deliver a whole SIP message within this
+    /// many milliseconds of opening (after the TLS handshake or WebSocket
+    /// upgrade); CRLF keep-alives do not count.
+    #[arg(long, env = "EDGE_FIRST_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub first_message_timeout_ms: u64,
+    /// Requests per second allowed from one source address (IPv6: per
+    /// /64); 0, the default, is no limit (one address may carry a whole
+    /// site). Over it: 503 with Retry-After.
+    #[arg(long, env = "EDGE_RATE_PER_SOURCE", default_value_t = 0.0)]
+    pub rate_per_source: f64,
+    /// Burst allowed from one source above its rate.
+    #[arg(long, env = "EDGE_BURST_PER_SOURCE", default_value_t = 2_000.0)]
+    pub burst_per_source: f64,
+    /// Requests per second allowed from one identity (the From
+    /// address-of-record); 0: no limit. Over it: 503 with Retry-After.
+    #[arg(long, env = "EDGE_RATE_PER_IDENTITY", default_value_t = crate::limits::IDENTITY_RATE)]
+    pub rate_per_identity: f64,
+    /// Burst allowed from one identity above its rate.
+    #[arg(long, env = "EDGE_BURST_PER_IDENTITY", default_value_t = crate::limits::IDENTITY_BURST)]
+    pub burst_per_identity: f64,
+    /// Source networks whose requests are answered 403 (CIDR or address;
+    /// repeat or comma-separate).
+    #[arg(
+        long = "block-source",
+        env = "EDGE_BLOCK_SOURCES",
+        value_delimiter = ','
+    )]
+    pub block_sources: Vec<String>,
     /// Answer every UDP request at its source port, as if it carried
     /// `rport` (phones behind NAT that do not ask for it).
     #[arg(long, env = "EDGE_FORCE_RPORT", default_value_t = false)]
@@ -186,6 +221,31 @@ impl TransportArgs {
         }
         config.idle_timeout = Duration::from_secs(self.idle_timeout_s);
         config.message_timeout = Duration::from_millis(self.message_timeout_ms);
+        if self.first_message_timeout_ms == 0 {
+            anyhow::bail!("--first-message-timeout-ms must be positive");
+        }
+        config.first_message_timeout = Duration::from_millis(self.first_message_timeout_ms);
+        for (name, value) in [
+            ("--rate-per-source", self.rate_per_source),
+            ("--burst-per-source", self.burst_per_source),
+            ("--rate-per-identity", self.rate_per_identity),
+            ("--burst-per-identity", self.burst_per_identity),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                anyhow::bail!("{name} must be a number of requests, 0 or more (got {value})");
+            }
+        }
+        config.rate_limits = crate::limits::RateLimits {
+            per_source: crate::limits::Rate::new(self.rate_per_source, self.burst_per_source),
+            per_identity: crate::limits::Rate::new(self.rate_per_identity, self.burst_per_identity),
+            blocked: TrustedPeers::new(&self.block_sources).map_err(|_| {
+                anyhow::anyhow!(
+                    "--block-source takes CIDR blocks or addresses (got {:?})",
+                    self.block_sources
+                )
+            })?,
+            ..config.rate_limits.clone()
+        };
         config.force_rport = self.force_rport;
         config.t1 = Duration::from_millis(self.t1_ms);
         config.t2 = Duration::from_millis(self.t2_ms);

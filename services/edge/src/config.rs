@@ -45,6 +45,15 @@ pub struct EdgeConfig {
     /// Most concurrent stream connections (TCP, TLS, WS and WSS together);
     /// further ones are refused.
     pub max_connections: usize,
+    /// Most concurrent stream connections from one source (an IPv4
+    /// address or an IPv6 /64); 0: no cap per source.
+    pub max_connections_per_source: usize,
+    /// A stream connection must deliver a whole SIP message within this
+    /// time of opening (after the TLS handshake or WebSocket upgrade);
+    /// keep-alives do not count.
+    pub first_message_timeout: Duration,
+    /// Request rate limits and the source block list.
+    pub rate_limits: crate::limits::RateLimits,
     /// A stream connection idle this long is closed.
     pub idle_timeout: Duration,
     /// A message on a stream connection must arrive whole within this time
@@ -56,13 +65,14 @@ pub struct EdgeConfig {
     pub force_rport: bool,
     /// Seconds advertised in Retry-After when a backend is unavailable.
     pub retry_after: u32,
-    /// Length of this edge's lease; if it is not renewed for this long the
-    /// edge counts as gone and other edges take over its dialogs.
+    /// Length of this edge's lease, renewed every third of it; if it is not
+    /// renewed for this long the edge counts as gone and other edges take
+    /// over its dialogs.
     pub lease_ttl: Duration,
-    /// How often the edge renews its lease (a third of `lease_ttl` at most)
-    /// and looks for dialogs of gone edges to claim.
+    /// How often the edge looks for dialogs of gone edges to claim.
     pub claim_interval: Duration,
-    /// On shutdown, how long in-flight requests may take to finish.
+    /// On shutdown (SIGTERM), how long the edge keeps answering requests
+    /// before it closes its sockets; its dialogs are handed over at once.
     pub drain_grace: Duration,
     /// The bearer token presented to the services (`presence:internal`),
     /// when their gRPC API is authenticated.
@@ -93,12 +103,15 @@ impl Default for EdgeConfig {
             t2: Duration::from_secs(4),
             notify_min_interval: Duration::ZERO,
             max_connections: 10_000,
+            max_connections_per_source: 32,
+            first_message_timeout: Duration::from_secs(10),
+            rate_limits: crate::limits::RateLimits::default(),
             idle_timeout: Duration::from_secs(600),
             message_timeout: Duration::from_secs(10),
             force_rport: false,
             retry_after: 5,
-            lease_ttl: Duration::from_secs(6),
-            claim_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_millis(1500),
+            claim_interval: Duration::from_millis(250),
             drain_grace: Duration::from_secs(5),
             service_credentials: grpc_auth::ServiceCredentials::none(),
             services_tls: None,

@@ -28,10 +28,13 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod dialogs;
+pub mod drain;
 pub mod fanout;
 pub mod lease;
+pub mod limits;
 pub mod methods;
 pub mod metrics;
+pub mod packages;
 pub mod replicas;
 pub mod services;
 pub mod transaction;
@@ -55,6 +58,16 @@ pub struct Edge {
     pub server_transactions: transaction::ServerTransactions,
     pub client_transactions: transaction::ClientTransactions,
     pub dialogs: dialogs::Dialogs,
+    /// Set on SIGTERM (see [`drain`]).
+    pub draining: std::sync::atomic::AtomicBool,
+    pub limiter: limits::Limiter,
+}
+
+impl Edge {
+    /// Whether the edge is draining (SIGTERM; see [`drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// A started edge: its bound addresses and its tasks.
@@ -62,7 +75,12 @@ pub struct RunningEdge {
     pub edge: Arc<Edge>,
     pub udp_addrs: Vec<SocketAddr>,
     pub tcp_addrs: Vec<SocketAddr>,
+    /// Listeners and housekeeping: stopped when the drain's grace ends.
     tasks: Vec<JoinHandle<()>>,
+    /// Hearing the presentities' channels: stopped at the hand-over.
+    fanout: JoinHandle<()>,
+    /// Lease renewals and claims: stopped first in a drain.
+    lease: JoinHandle<()>,
 }
 
 impl RunningEdge {
@@ -71,25 +89,52 @@ impl RunningEdge {
         for task in &self.tasks {
             task.abort();
         }
+        self.fanout.abort();
+        self.lease.abort();
     }
 
-    /// Graceful drain (SIGTERM): stop taking requests and hearing channels,
-    /// hand the dialogs over at once by releasing the lease, and give
-    /// in-flight transactions up to `drain_grace` to finish.
+    /// Graceful drain (SIGTERM; the steps are described in [`drain`]):
+    /// answer every request until the sockets close at the end of
+    /// `drain_grace`, and hand the dialogs over at once, with what each
+    /// watcher last acknowledged, by releasing the lease.
     pub async fn drain(self) {
-        self.abort();
-        match lease::renew(&self.edge, true).await {
-            Ok(_) => tracing::info!("lease released; dialogs are being taken over"),
-            Err(e) => {
-                tracing::warn!(error = %e, "releasing the lease failed; dialogs move when it lapses")
-            }
+        let edge = &self.edge;
+        let started = tokio::time::Instant::now();
+        let grace = edge.config.drain_grace;
+        edge.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(?grace, dialogs = edge.dialogs.len(), "draining");
+        // Nothing is renewed or claimed from now on: this edge takes no
+        // dialog over, and its lease is only released.
+        self.lease.abort();
+        let given_up = edge
+            .dialogs
+            .hand_over(drain::IN_FLIGHT_NOTIFY_WAIT.min(grace))
+            .await;
+        self.fanout.abort();
+        lease::hand_over(edge, given_up).await;
+        // Keep answering until the grace ends (peers and load balancers
+        // take a while to stop sending here).
+        tokio::time::sleep_until(started + grace).await;
+        for task in &self.tasks {
+            task.abort();
         }
-        let deadline = tokio::time::Instant::now() + self.edge.config.drain_grace;
-        while self.edge.server_transactions.in_progress() > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        // Answers of requests already received still go out (sending does
+        // not need the receive loops).
+        let deadline = tokio::time::Instant::now() + edge.config.rpc_timeout;
+        while edge.server_transactions.in_progress() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // A SUBSCRIBE under way when the drain began (or a refresh racing
+        // the hand-over) may have activated a dialog here meanwhile.
+        let late = edge.dialogs.hand_over(drain::IN_FLIGHT_NOTIFY_WAIT).await;
+        if !late.is_empty() {
+            tracing::info!(
+                dialogs = late.len(),
+                "handing over dialogs activated while draining"
+            );
+        }
+        lease::hand_over(edge, late).await;
         tracing::info!("edge drained");
     }
 }
@@ -133,13 +178,17 @@ pub async fn start_with(
         server_transactions: transaction::ServerTransactions::new(config.t1),
         client_transactions: transaction::ClientTransactions::new(),
         dialogs: dialogs::Dialogs::new(feed),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        limiter: limits::Limiter::new(&config.rate_limits),
         config,
     });
     metrics::register_collector(&edge);
-    let mut tasks = transport::serve(edge.clone(), bound.clone());
-    tasks.push(tokio::spawn(fanout::run(edge.clone(), feed_rx)));
+    let handler: transport::Handler =
+        Arc::new(|edge, data, source| Box::pin(methods::receive(edge, data, source)));
+    let mut tasks = transport::serve(edge.clone(), bound.clone(), handler);
+    let fanout = tokio::spawn(fanout::run(edge.clone(), feed_rx));
     tasks.push(tokio::spawn(transaction::purge_loop(edge.clone())));
-    tasks.push(tokio::spawn(lease::run(edge.clone())));
+    let lease = tokio::spawn(lease::run(edge.clone()));
     tracing::info!(
         edge_id = %edge.config.edge_id,
         udp = ?bound.udp_addrs(),
@@ -151,5 +200,7 @@ pub async fn start_with(
         tcp_addrs: bound.tcp_addrs(),
         edge,
         tasks,
+        fanout,
+        lease,
     })
 }

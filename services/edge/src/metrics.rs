@@ -2,7 +2,7 @@
 //!
 //! Recorded where the event happens: requests and responses in
 //! `methods::on_request`, authentication outcomes in `authn`, NOTIFYs in
-//! `methods::notify::send`, fan-out in `dialogs::offer`, service calls in
+//! `dialogs::notify::send`, fan-out in `dialogs::offer`, service calls in
 //! `services`. Gauges and kernel counters (dialogs, transactions, UDP
 //! receive drops, transport refusals) are read when scraped, by
 //! [`EdgeCollector`], so nothing is maintained for them on the hot path.
@@ -58,8 +58,16 @@ pub struct RpcLabels {
     pub code: &'static str,
 }
 
+/// Which limit refused a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `blocked` (403), `source` or `identity` (503).
+    pub limit: &'static str,
+}
+
 /// The edge's metric families.
 pub struct EdgeMetrics {
+    pub limited: Family<LimitLabel, Counter>,
     pub requests: Family<MethodLabel, Counter>,
     pub responses: Family<ResponseLabels, Counter>,
     pub request_duration: Family<MethodLabel, Histogram, fn() -> Histogram>,
@@ -78,6 +86,11 @@ pub struct EdgeMetrics {
 pub fn metrics() -> &'static EdgeMetrics {
     static METRICS: LazyLock<EdgeMetrics> = LazyLock::new(|| {
         EdgeMetrics {
+        limited: telemetry::register(
+            "sip_requests_limited",
+            "Requests refused by a rate limit (503) or the source block list (403), by limit.",
+            Family::default(),
+        ),
         requests: telemetry::register(
             "sip_requests",
             "SIP requests received (new transactions; retransmissions not counted).",
@@ -172,6 +185,11 @@ pub fn answered(method: &'static str, code: u16, took: Duration) {
         .request_duration
         .get_or_create(&MethodLabel { method })
         .observe(took.as_secs_f64());
+}
+
+/// Records a request refused by a limit.
+pub fn limited(limit: &'static str) {
+    metrics().limited.get_or_create(&LimitLabel { limit }).inc();
 }
 
 /// Records a NOTIFY delivered for a change accepted at `changed_at_ms`

@@ -3,7 +3,11 @@
 //! Server side: the first copy of a request runs its handler; retransmissions
 //! arriving while it runs are absorbed, and those arriving after it answered
 //! get the cached final response again (held for Timer J = 64·T1 on UDP, not
-//! at all on reliable transports).
+//! at all on reliable transports). A retransmission is the same request
+//! again: same branch, sent-by, method and CSeq (RFC 3261 §17.2.3). A
+//! request reusing a branch with another CSeq (looping test tools, RFC 4475
+//! examples) is a new request, never answered with a response that carries
+//! another CSeq.
 //!
 //! Client side (NOTIFY): the request is retransmitted over UDP from T1,
 //! doubling up to T2 (Timer E), until a final response or Timer F = 64·T1;
@@ -29,10 +33,13 @@ pub struct TransactionKey {
     /// Top Via branch, or Call-ID + CSeq + From tag for RFC 2543 peers
     /// whose branch lacks the magic cookie.
     pub id: String,
-    /// CSeq method (ACK and CANCEL have transactions of their own).
+    /// Request method (ACK and CANCEL have transactions of their own).
     pub method: String,
     /// Top Via sent-by.
     pub sent_by: String,
+    /// CSeq as number and method (`"2 REGISTER"`): a retransmission
+    /// repeats it exactly.
+    pub cseq: String,
 }
 
 enum ServerState {
@@ -42,8 +49,15 @@ enum ServerState {
 
 struct ServerEntry {
     method: String,
+    cseq: String,
     state: ServerState,
     since: Instant,
+}
+
+impl ServerEntry {
+    fn is(&self, method: &str, cseq: &str) -> bool {
+        self.method == method && self.cseq == cseq
+    }
 }
 
 /// What to do with an incoming request.
@@ -62,7 +76,8 @@ pub enum Begin {
 pub const MAX_SERVER_TRANSACTIONS: usize = 1_000_000;
 
 /// Transactions sharing a branch and sent-by: the request's own, and
-/// a CANCEL of it (RFC 3261 §9.2), told apart by method.
+/// a CANCEL of it (RFC 3261 §9.2), told apart by method (and requests
+/// reusing the branch with another CSeq, told apart by CSeq).
 type Branch = (String, String);
 
 #[derive(Default)]
@@ -84,6 +99,7 @@ struct Due {
     at: Instant,
     branch: Branch,
     method: String,
+    cseq: String,
 }
 
 /// Server transactions of one edge.
@@ -123,7 +139,7 @@ impl ServerTransactions {
             ..
         } = &mut *table;
         let entries = by_branch.entry(Self::branch(key)).or_default();
-        match entries.iter().find(|e| e.method == key.method) {
+        match entries.iter().find(|e| e.is(&key.method, &key.cseq)) {
             Some(ServerEntry {
                 state: ServerState::Completed { response, source },
                 ..
@@ -139,6 +155,7 @@ impl ServerTransactions {
                 let now = Instant::now();
                 entries.push(ServerEntry {
                     method: key.method.clone(),
+                    cseq: key.cseq.clone(),
                     state: ServerState::Proceeding,
                     since: now,
                 });
@@ -147,6 +164,7 @@ impl ServerTransactions {
                     at: now + self.timer_j + self.timer_j / 8,
                     branch: Self::branch(key),
                     method: key.method.clone(),
+                    cseq: key.cseq.clone(),
                 });
                 Begin::New
             }
@@ -174,7 +192,7 @@ impl ServerTransactions {
         let Some(entries) = by_branch.get_mut(&branch) else {
             return;
         };
-        let Some(index) = entries.iter().position(|e| e.method == key.method) else {
+        let Some(index) = entries.iter().position(|e| e.is(&key.method, &key.cseq)) else {
             return;
         };
         if source.protocol.is_reliable() {
@@ -198,7 +216,7 @@ impl ServerTransactions {
         let branch = Self::branch(key);
         if let Some(entries) = by_branch.get_mut(&branch) {
             let before = entries.len();
-            entries.retain(|e| e.method != key.method);
+            entries.retain(|e| !e.is(&key.method, &key.cseq));
             *len -= before - entries.len();
             if entries.is_empty() {
                 by_branch.remove(&branch);
@@ -226,7 +244,7 @@ impl ServerTransactions {
             let Some(entries) = by_branch.get_mut(&item.branch) else {
                 continue;
             };
-            let Some(index) = entries.iter().position(|e| e.method == item.method) else {
+            let Some(index) = entries.iter().position(|e| e.is(&item.method, &item.cseq)) else {
                 continue;
             };
             let entry = &entries[index];
@@ -287,7 +305,7 @@ pub fn ensure_to_tag(response: &mut Response, key: &TransactionKey) {
         return;
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&key.id, &key.method, &key.sent_by).hash(&mut hasher);
+    (&key.id, &key.method, &key.sent_by, &key.cseq).hash(&mut hasher);
     let tagged = to.with_tag(format!("{:016x}", hasher.finish())).to_string();
     response.headers_mut().set(&HeaderName::To, &tagged);
 }
@@ -426,6 +444,7 @@ mod tests {
             id: id.into(),
             method: method.into(),
             sent_by: "192.0.2.1:5060".into(),
+            cseq: format!("1 {method}"),
         }
     }
 
@@ -451,6 +470,37 @@ mod tests {
             _ => panic!("a completed transaction answers from its cache"),
         }
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn a_branch_reused_with_another_cseq_is_a_new_transaction() {
+        let table = ServerTransactions::new(Duration::from_millis(500));
+        let first = key("z9hG4bKloop", "REGISTER");
+        assert!(matches!(table.begin(&first), Begin::New));
+        table.complete(&first, Bytes::from_static(b"CSeq: 1 REGISTER"), udp());
+        // Same branch, next CSeq number: not a retransmission.
+        let next = TransactionKey {
+            cseq: "2 REGISTER".into(),
+            ..first.clone()
+        };
+        assert!(matches!(table.begin(&next), Begin::New));
+        // Same number, another CSeq method: not a retransmission either.
+        let other = TransactionKey {
+            cseq: "1 OPTIONS".into(),
+            ..first.clone()
+        };
+        assert!(matches!(table.begin(&other), Begin::New));
+        // The real retransmission still gets its own cached answer.
+        match table.begin(&first) {
+            Begin::Retransmission(Some((bytes, _))) => assert_eq!(&bytes[..], b"CSeq: 1 REGISTER"),
+            _ => panic!("the first request's retransmission is answered from the cache"),
+        }
+        table.complete(&next, Bytes::from_static(b"CSeq: 2 REGISTER"), udp());
+        match table.begin(&next) {
+            Begin::Retransmission(Some((bytes, _))) => assert_eq!(&bytes[..], b"CSeq: 2 REGISTER"),
+            _ => panic!("the second request's retransmission is answered from its cache"),
+        }
+        assert_eq!(table.len(), 3);
     }
 
     #[test]

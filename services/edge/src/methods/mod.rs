@@ -2,7 +2,6 @@
 //! method, each in its own file with the semantics it implements.
 
 pub mod cancel;
-pub mod notify;
 pub mod options;
 pub mod publish;
 pub mod register;
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use sip::{HeaderName, Message, Method, Request, Response, Scheme};
 
 use crate::dialogs::NewDialog;
+use crate::packages::{self, EventPackage};
 use crate::services::Refusal;
 use crate::transaction::{Begin, TransactionKey};
 use crate::transport::Source;
@@ -22,10 +22,6 @@ use crate::Edge;
 
 /// Methods the edge answers; everything else gets 405 with this list.
 pub const ALLOW: &str = "REGISTER, PUBLISH, SUBSCRIBE, NOTIFY, OPTIONS, ACK, CANCEL";
-/// The event packages the edge serves.
-pub const ALLOW_EVENTS: &str = "presence, presence.winfo";
-/// The bodies the edge accepts and sends.
-pub const ACCEPT: &str = "application/pidf+xml";
 
 /// What a handler produced: the response, and a dialog to start once the
 /// response is on its way (so the 200 OK precedes the first NOTIFY).
@@ -150,7 +146,9 @@ async fn on_request(edge: Arc<Edge>, mut request: Request, source: Source) {
         }
     }
     let span = request_span(method);
-    let outcome = match precheck(&request) {
+    // Limits first: a refused request costs no token check or service call.
+    let refused = crate::limits::check(&edge, &request, source).or_else(|| precheck(&request));
+    let outcome = match refused {
         Some(response) => response.into(),
         None if *request.method() == Method::Cancel => cancel::handle(&edge, &request, &key).into(),
         None => {
@@ -299,6 +297,7 @@ fn transaction_key(
         id,
         method,
         sent_by,
+        cseq: format!("{} {}", cseq.seq, cseq.method.as_str()),
     })
 }
 
@@ -322,33 +321,33 @@ pub fn refusal_response(request: &Request, refusal: &Refusal) -> Response {
         builder = builder.header(HeaderName::RetryAfter, secs);
     }
     if refusal.status == 415 {
-        builder = builder.header(HeaderName::Accept, ACCEPT);
+        // Only PUBLISH carries a body the services can refuse.
+        builder = builder.header(HeaderName::Accept, packages::presence::PIDF);
     }
     builder.build()
 }
 
 /// 489 Bad Event unless the request is for the presence package.
 pub fn require_presence_event(request: &Request) -> Result<Option<String>, Response> {
-    require_event(request, &["presence"]).map(|(_, id)| id)
+    let presence = packages::presence::Presence.event();
+    require_event(request, |p| p.event() == presence).map(|(_, id)| id)
 }
 
-/// 489 Bad Event unless the request is for one of `packages`; returns the
-/// package (as listed) and the Event id.
+/// 489 Bad Event unless the request is for a package the edge serves and
+/// `wanted` accepts; returns the package and the Event id.
 pub fn require_event(
     request: &Request,
-    packages: &[&'static str],
-) -> Result<(&'static str, Option<String>), Response> {
+    wanted: impl Fn(&dyn EventPackage) -> bool,
+) -> Result<(&'static dyn EventPackage, Option<String>), Response> {
     let event = request.headers().event();
     let package = match &event {
-        Ok(Some(event)) => packages
-            .iter()
-            .find(|p| event.package.eq_ignore_ascii_case(p)),
+        Ok(Some(event)) => packages::by_event(&event.package).filter(|p| wanted(*p)),
         _ => None,
     };
     match (event, package) {
         (Ok(Some(event)), Some(package)) => Ok((package, event.id)),
         (Ok(_), _) => Err(Response::for_request(request, 489)
-            .header(HeaderName::AllowEvents, ALLOW_EVENTS)
+            .header(HeaderName::AllowEvents, packages::allow_events())
             .build()),
         (Err(_), _) => Err(Response::for_request(request, 400)
             .reason("Bad Event")

@@ -10,12 +10,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::stream::{self, Closed, Deadlines, Next};
-use super::{ReadClock, Source, TransportCounters, Transports};
+use super::connections::ConnectionTable;
+use super::stream::{self, Closed, Deadlines, Next, Writer};
+use super::{Handler, ReadClock, Source, TransportCounters};
 use crate::Edge;
 
 pub(super) async fn serve<S>(
     edge: &Arc<Edge>,
+    handler: &Handler,
     connection: S,
     clock: Arc<ReadClock>,
     source: Source,
@@ -23,26 +25,31 @@ pub(super) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(connection);
+    let (mut reader, writer) = tokio::io::split(connection);
     let (queue, rx) = mpsc::channel::<Bytes>(stream::WRITE_QUEUE);
-    let mut writer = stream::spawn_writer(writer, rx, edge.config.message_timeout, source.remote);
-    let registration = Transports::register(edge, source.protocol, source.remote, queue.clone());
+    let mut writer = Writer::spawn(writer, rx, edge.config.message_timeout, source.remote);
+    let registration =
+        ConnectionTable::register(edge, source.protocol, source.remote, queue.clone());
     let closed = tokio::select! {
-        closed = read_loop(edge, reader, clock, source, &queue) => closed,
-        clean = &mut writer => match clean {
-            Ok(false) => Closed::WriteStalled,
-            _ => Closed::Peer,
-        },
+        closed = read_loop(edge, handler, &mut reader, clock, source, &queue) => closed,
+        closed = writer.ended() => closed,
     };
     drop(registration);
     drop(queue);
-    stream::drain(writer).await;
+    writer.drain().await;
+    if matches!(closed, Closed::Refused) {
+        // The answer to the refused message is written and the stream shut
+        // down for writing; read what the peer still sends so that closing
+        // does not reset the connection under the answer.
+        stream::linger(reader).await;
+    }
     closed
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
     edge: &Arc<Edge>,
-    mut reader: R,
+    handler: &Handler,
+    reader: &mut R,
     clock: Arc<ReadClock>,
     source: Source,
     queue: &mpsc::Sender<Bytes>,
@@ -100,8 +107,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             };
             ping_progress = 0;
             let message = buf.split_to(len).freeze();
-            deadlines.activity(buf.is_empty());
-            crate::methods::handle(edge, message, source).await;
+            deadlines.message(buf.is_empty());
+            super::deliver(handler, edge, message, source).await;
         }
     }
 }

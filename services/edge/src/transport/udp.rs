@@ -1,5 +1,5 @@
 //! UDP: one receive loop per socket; each datagram is handled on it, and in
-//! a task of its own once it has to wait (`methods::handle`).
+//! a task of its own once it has to wait ([`super::deliver`]).
 //!
 //! A datagram over the size limit is never parsed: it is counted, and
 //! answered `513 Message Too Large` (RFC 3261 §18.1.1) when its first bytes
@@ -10,10 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use super::{Protocol, Source, TransportCounters};
+use super::{Handler, Protocol, Source, TransportCounters};
 use crate::Edge;
 
-pub(super) async fn receive_loop(edge: Arc<Edge>, socket: Arc<UdpSocket>) {
+pub(super) async fn receive_loop(edge: Arc<Edge>, socket: Arc<UdpSocket>, handler: Handler) {
     // One byte more than the largest datagram, to tell "exactly at the
     // limit" from "over it".
     let max = edge.config.max_datagram.min(edge.config.limits.max_message);
@@ -46,13 +46,19 @@ pub(super) async fn receive_loop(edge: Arc<Edge>, socket: Arc<UdpSocket>) {
                 if let Some(response) = sip::error_response(&head, &e) {
                     let edge = edge.clone();
                     tokio::spawn(async move {
-                        crate::methods::send(&edge, source, response.to_bytes()).await;
+                        if let Err(e) = edge
+                            .transports
+                            .send(source.protocol, source.remote, response.to_bytes())
+                            .await
+                        {
+                            tracing::info!(%remote, error = %e, "send failed");
+                        }
                     });
                 }
             }
             continue;
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
-        crate::methods::handle(&edge, data, source).await;
+        super::deliver(&handler, &edge, data, source).await;
     }
 }

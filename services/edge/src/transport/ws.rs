@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
-use super::stream::{self, Closed, Deadlines, Next};
-use super::{ReadClock, Source, TransportCounters, Transports};
+use super::connections::ConnectionTable;
+use super::stream::{self, Closed, Deadlines, Next, Writer};
+use super::{Handler, ReadClock, Source, TransportCounters};
 use crate::Edge;
 
 /// The WebSocket subprotocol of SIP (RFC 7118 §4).
@@ -35,6 +36,7 @@ pub const SUBPROTOCOL: &str = "sip";
 
 pub(super) async fn serve<S>(
     edge: &Arc<Edge>,
+    handler: &Handler,
     connection: S,
     clock: Arc<ReadClock>,
     source: Source,
@@ -74,7 +76,7 @@ where
     let (queue, mut rx) = mpsc::channel::<Bytes>(stream::WRITE_QUEUE);
     let write_timeout = edge.config.message_timeout;
     let remote = source.remote;
-    let mut writer = tokio::spawn(async move {
+    let mut writer = Writer::from_task(tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             let message = match Utf8Bytes::try_from(bytes.clone()) {
                 Ok(text) => Message::Text(text),
@@ -91,8 +93,9 @@ where
         }
         let _ = tokio::time::timeout(write_timeout, sink.close()).await;
         true
-    });
-    let registration = Transports::register(edge, source.protocol, source.remote, queue.clone());
+    }));
+    let registration =
+        ConnectionTable::register(edge, source.protocol, source.remote, queue.clone());
     clock.clear();
     let mut deadlines = Deadlines::new(edge, clock);
     let read = async {
@@ -122,26 +125,24 @@ where
                     continue;
                 }
             };
-            deadlines.activity(true);
             if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                deadlines.activity(true);
                 if data.windows(4).any(|w| w == b"\r\n\r\n") {
                     let _ = queue.try_send(Bytes::from_static(b"\r\n"));
                 }
                 continue;
             }
-            crate::methods::handle(edge, data, source).await;
+            deadlines.message(true);
+            super::deliver(handler, edge, data, source).await;
         }
     };
     let closed = tokio::select! {
         closed = read => closed,
-        clean = &mut writer => match clean {
-            Ok(false) => Closed::WriteStalled,
-            _ => Closed::Peer,
-        },
+        closed = writer.ended() => closed,
     };
     drop(registration);
     drop(queue);
-    stream::drain(writer).await;
+    writer.drain().await;
     closed
 }
 
