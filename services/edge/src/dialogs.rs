@@ -21,20 +21,21 @@
 //! reads the state, and the latest state heard on the channel is kept per
 //! presentity, so a PUBLISH racing a SUBSCRIBE is never missed.
 
+pub mod notify;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::{DialogRecord, WatcherEntry};
-use pidf::watcherinfo::{DocState, Watcher, WatcherEvent, WatcherInfo, WatcherList, WatcherStatus};
 use store::FeedControl;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::methods::notify::{forget_subscription, send, Delivery, NotifyBody, NotifyState};
-use crate::methods::ACCEPT;
+use self::notify::{forget_subscription, send, Delivery, NotifyBody, NotifyState};
+use crate::packages::{self, EventPackage, Known, Made, Notifier, WatcherSnapshot};
 use crate::transport::Protocol;
 use crate::Edge;
 
@@ -54,20 +55,23 @@ pub enum Mode {
     Winfo,
 }
 
-/// The watcher list a `presence.winfo` dialog reports.
-#[derive(Clone, Debug, Default)]
-pub struct WatcherSnapshot {
-    /// Bumped by every change applied to the list.
-    pub revision: u64,
-    pub watchers: Vec<WatcherEntry>,
+/// What the dialog's NOTIFYs carry, from the presence service's answer
+/// (its `SubscriptionStatus` and polite blocking).
+pub fn mode_of(record: &DialogRecord, status: i32, masked: bool) -> Mode {
+    if record.is_winfo() {
+        Mode::Winfo
+    } else if status == rpc::presence::v1::SubscriptionStatus::Pending as i32 {
+        Mode::Pending
+    } else if masked {
+        Mode::Masked
+    } else {
+        Mode::Presence
+    }
 }
 
 /// How many ended watchers a winfo dialog remembers, to report why a
 /// watcher left when several changes were coalesced into one NOTIFY.
 const ENDED_MEMORY: usize = 64;
-
-/// The media type of watcher information documents (RFC 3858).
-pub const WATCHERINFO: &str = "application/watcherinfo+xml";
 
 /// The latest a dialog's sender should act on.
 #[derive(Clone, Debug)]
@@ -101,6 +105,9 @@ struct Signal {
     /// than what was sent (a NOTIFY is due although the version is not
     /// newer).
     resets: u64,
+    /// Set once by a draining edge: the sender stops (after the NOTIFY in
+    /// flight, if any) without a final NOTIFY; another edge continues.
+    handed_over: bool,
 }
 
 struct Entry {
@@ -110,6 +117,53 @@ struct Entry {
     record: DialogRecord,
     /// Last CSeq used for a NOTIFY, shared with the sender.
     cseq: Arc<AtomicU32>,
+    /// What the watcher last acknowledged ([`Acknowledged`]), written by the
+    /// sender and read when the dialog is handed over.
+    acknowledged: Arc<AtomicU64>,
+    /// The sender task, awaited when the dialog is handed over.
+    sender: tokio::task::JoinHandle<()>,
+}
+
+/// A dialog's mode and the version of the state its watcher last
+/// acknowledged (a 2xx to the NOTIFY), packed into one atomic word: the
+/// mode in the top two bits (0 = nothing acknowledged yet), the version in
+/// the others. Versions are milliseconds since the Unix epoch or small
+/// counters, far below 2^62. Watcher-information dialogs record nothing:
+/// their documents are numbered per dialog, so a new owner starts over
+/// with a full one.
+struct Acknowledged;
+
+impl Acknowledged {
+    const VERSION_BITS: u64 = (1 << 62) - 1;
+
+    fn pack(mode: Mode, version: u64) -> u64 {
+        let code = match mode {
+            Mode::Presence => 1,
+            Mode::Masked => 2,
+            Mode::Pending => 3,
+            Mode::Winfo => return 0,
+        };
+        (code << 62) | (version & Self::VERSION_BITS)
+    }
+
+    fn unpack(word: u64) -> Option<(Mode, u64)> {
+        let mode = match word >> 62 {
+            1 => Mode::Presence,
+            2 => Mode::Masked,
+            3 => Mode::Pending,
+            _ => return None,
+        };
+        Some((mode, word & Self::VERSION_BITS))
+    }
+}
+
+/// A dialog a draining edge gave up, and what its watcher last
+/// acknowledged (mode and version), if anything.
+#[derive(Clone, Debug)]
+pub struct GivenUp {
+    pub presentity: String,
+    pub dialog_id: String,
+    pub acknowledged: Option<(Mode, u64)>,
 }
 
 /// A dialog this edge holds, as it stands now (to restore its record after
@@ -236,6 +290,17 @@ impl Dialogs {
 
     /// Starts a held dialog's NOTIFY sender; its first NOTIFY goes out at once.
     pub fn activate(&self, edge: &Arc<Edge>, dialog: NewDialog) {
+        self.start(edge, dialog, false);
+    }
+
+    /// Starts the sender of a dialog another edge handed over after its
+    /// watcher acknowledged `dialog.version`'s state: the first NOTIFY waits
+    /// for something newer.
+    pub fn continue_handed_over(&self, edge: &Arc<Edge>, dialog: NewDialog) {
+        self.start(edge, dialog, true);
+    }
+
+    fn start(&self, edge: &Arc<Edge>, dialog: NewDialog, acknowledged: bool) {
         let expires_at = Instant::now() + Duration::from_secs(u64::from(dialog.expires));
         let Ok(mut index) = self.index.lock() else {
             return;
@@ -267,9 +332,16 @@ impl Dialogs {
             end: None,
             route: None,
             resets: 0,
+            handed_over: false,
         });
         let id = dialog.record.id.clone();
         let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
+        let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
+        let acknowledged_word = Arc::new(AtomicU64::new(if acknowledged {
+            Acknowledged::pack(dialog.mode, dialog.version)
+        } else {
+            0
+        }));
         let mut record = dialog.record;
         record.transport = dialog.protocol.as_str().to_string();
         record.remote_addr = dialog.remote.to_string();
@@ -278,28 +350,73 @@ impl Dialogs {
             .entry(dialog.presentity.clone())
             .or_default()
             .insert(id.clone());
-        index.dialogs.insert(
-            id.clone(),
-            Entry {
-                presentity: dialog.presentity.clone(),
-                signal: tx,
-                record: record.clone(),
-                cseq: cseq.clone(),
-            },
-        );
         let sender = Sender {
-            record,
-            presentity: dialog.presentity,
+            record: record.clone(),
+            presentity: dialog.presentity.clone(),
             protocol: dialog.protocol,
             remote: dialog.remote,
-            cseq,
-            last_version: 0,
+            cseq: cseq.clone(),
+            // A handed-over dialog's watcher has this state already; only
+            // something newer is due.
+            last_version: if acknowledged { dialog.version } else { 0 },
             offers_seen: 0,
-            refreshes_seen: 0,
-            winfo: WinfoState::default(),
+            refreshes_seen: u64::from(acknowledged),
+            package: packages::of(&record),
+            notifier: packages::of(&record).notifier(),
             resets_seen: 0,
+            acknowledged: acknowledged_word.clone(),
         };
-        tokio::spawn(run_sender(edge.clone(), sender, rx));
+        // Spawned under the index lock: the task cannot look the dialog up
+        // before it is inserted.
+        let task = tokio::spawn(run_sender(edge.clone(), sender, rx));
+        index.dialogs.insert(
+            id,
+            Entry {
+                presentity: dialog.presentity,
+                signal: tx,
+                record,
+                cseq,
+                acknowledged: acknowledged_word,
+                sender: task,
+            },
+        );
+    }
+
+    /// Gives every dialog up (a draining edge): each sender stops, after
+    /// the NOTIFY it has in flight if that ends within `wait` (else it is
+    /// stopped there, its outcome unknown), without a final NOTIFY. Returns
+    /// what each watcher last acknowledged, for the edge that continues
+    /// the dialog; dialogs that were ending are left out.
+    pub async fn hand_over(&self, wait: Duration) -> Vec<GivenUp> {
+        let entries: Vec<(String, Entry)> = {
+            let Ok(mut index) = self.index.lock() else {
+                return Vec::new();
+            };
+            index.by_presentity.clear();
+            index.dialogs.drain().collect()
+        };
+        for (_, entry) in &entries {
+            entry.signal.send_modify(|s| s.handed_over = true);
+        }
+        let deadline = Instant::now() + wait;
+        let mut given_up = Vec::with_capacity(entries.len());
+        for (dialog_id, mut entry) in entries {
+            if tokio::time::timeout_at(deadline, &mut entry.sender)
+                .await
+                .is_err()
+            {
+                entry.sender.abort();
+            }
+            if entry.signal.borrow().end.is_some() {
+                continue;
+            }
+            given_up.push(GivenUp {
+                presentity: entry.presentity,
+                dialog_id,
+                acknowledged: Acknowledged::unpack(entry.acknowledged.load(Ordering::SeqCst)),
+            });
+        }
+        given_up
     }
 
     /// The presentity a dialog of this edge watches.
@@ -612,118 +729,25 @@ struct Sender {
     /// `Signal::offers` when last looked at.
     offers_seen: u64,
     refreshes_seen: u64,
-    winfo: WinfoState,
+    /// The dialog's event package, and what it told the watcher so far.
+    package: &'static dyn EventPackage,
+    notifier: Box<dyn Notifier>,
     resets_seen: u64,
+    /// Shared with the index (see [`Acknowledged`]).
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl Sender {
     fn next_cseq(&self) -> u32 {
         self.cseq.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
     }
-}
 
-/// What a winfo dialog has reported so far.
-#[derive(Default)]
-struct WinfoState {
-    /// The `version` of the last document sent (RFC 3858 §4.4: one more per
-    /// document of the subscription).
-    version: u64,
-    /// The list as of the last document, by subscription id.
-    reported: HashMap<String, WatcherEntry>,
-    /// `revision` of the list last reported.
-    revision: u64,
-}
-
-fn watcher_element(entry: &WatcherEntry) -> Watcher {
-    let uri = if entry.watcher.contains(':') {
-        entry.watcher.clone()
-    } else {
-        format!("sip:{}", entry.watcher)
-    };
-    Watcher {
-        id: entry.id.clone(),
-        uri,
-        display_name: None,
-        status: WatcherStatus::from_name(&entry.status).unwrap_or(WatcherStatus::Terminated),
-        event: WatcherEvent::from_name(&entry.event).unwrap_or(WatcherEvent::Deactivated),
-        duration_subscribed: None,
-        expiration: None,
-    }
-}
-
-impl WinfoState {
-    /// The next watcherinfo document, or `None` when a partial document
-    /// would report nothing.
-    fn next_document(
-        &mut self,
-        presentity: &str,
-        snapshot: &WatcherSnapshot,
-        ended: &[WatcherEntry],
-        full: bool,
-    ) -> Option<String> {
-        let current: HashMap<String, WatcherEntry> = snapshot
-            .watchers
-            .iter()
-            .map(|w| (w.id.clone(), w.clone()))
-            .collect();
-        let watchers: Vec<Watcher> = if full {
-            snapshot.watchers.iter().map(watcher_element).collect()
-        } else {
-            let mut changed: Vec<Watcher> = snapshot
-                .watchers
-                .iter()
-                .filter(|w| {
-                    self.reported
-                        .get(&w.id)
-                        .is_none_or(|old| old.status != w.status || old.event != w.event)
-                })
-                .map(watcher_element)
-                .collect();
-            let mut gone: Vec<&WatcherEntry> = self
-                .reported
-                .values()
-                .filter(|w| !current.contains_key(&w.id))
-                .collect();
-            gone.sort_by(|a, b| a.id.cmp(&b.id));
-            for old in gone {
-                let why = ended.iter().find(|e| e.id == old.id);
-                changed.push(watcher_element(&WatcherEntry {
-                    status: "terminated".into(),
-                    event: why.map_or_else(|| "deactivated".into(), |e| e.event.clone()),
-                    ..old.clone()
-                }));
-            }
-            changed
-        };
-        self.reported = current;
-        self.revision = snapshot.revision;
-        if !full && watchers.is_empty() {
-            return None;
-        }
-        self.version += 1;
-        let document = WatcherInfo {
-            version: self.version,
-            state: if full {
-                DocState::Full
-            } else {
-                DocState::Partial
-            },
-            lists: vec![WatcherList {
-                resource: format!("sip:{presentity}"),
-                package: "presence".into(),
-                watchers,
-            }],
-        };
-        Some(document.to_xml())
-    }
-}
-
-/// The body of a final NOTIFY: the state for an active presence dialog,
-/// nothing where no state may be shown (pending, rejected) or for winfo.
-fn final_body<'a>(mode: Mode, reason: &str, pidf: &'a str) -> NotifyBody<'a> {
-    match mode {
-        Mode::Presence | Mode::Masked if reason != "rejected" => Some((ACCEPT, pidf)),
-        _ => None,
+    /// The body of the dialog's final NOTIFY, as its package says.
+    fn final_body<'a>(&self, signal: &'a Signal, reason: &str) -> NotifyBody<'a> {
+        let pending = signal.mode == Mode::Pending;
+        self.package
+            .final_body(pending, &signal.pidf, reason)
+            .map(|text| (self.package.content_type(), text))
     }
 }
 
@@ -744,7 +768,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
         }
         if let Some(reason) = &signal.end {
             let cseq = d.next_cseq();
-            let body = final_body(signal.mode, reason, &signal.pidf);
+            let body = d.final_body(&signal, reason);
             let _ = Box::pin(send(
                 &edge,
                 &d.record,
@@ -757,15 +781,28 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             .await;
             break;
         }
+        if signal.handed_over {
+            // Another edge continues the dialog; the index forgot it.
+            return;
+        }
         let refreshed = signal.refreshes != d.refreshes_seen;
         let reset = signal.resets != d.resets_seen;
-        let due = match signal.mode {
-            Mode::Winfo => refreshed || signal.watchers.revision > d.winfo.revision,
-            _ => refreshed || reset || signal.version > d.last_version,
+        let known = Known {
+            presentity: &d.presentity,
+            pending: signal.mode == Mode::Pending,
+            pidf: &signal.pidf,
+            state_changed: reset || signal.version > d.last_version,
+            watchers: &signal.watchers,
+            ended: &signal.ended,
+            refreshed,
         };
-        if due {
+        let made = d.notifier.next(&known);
+        if refreshed || reset {
+            // Seen, whether or not there was something to tell.
             d.refreshes_seen = signal.refreshes;
             d.resets_seen = signal.resets;
+        }
+        if let Made::Notify(text) = made {
             // Changes offered since the last look, all but the newest never
             // sent on their own (rate limiting, a NOTIFY still in flight).
             let coalesced = signal
@@ -780,30 +817,11 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 .expires_at
                 .saturating_duration_since(Instant::now())
                 .as_secs() as u32;
-            let document;
-            let (state, body) = match signal.mode {
-                Mode::Pending => (NotifyState::Pending(remaining), None),
-                Mode::Presence | Mode::Masked => (
-                    NotifyState::Active(remaining),
-                    Some((ACCEPT, &*signal.pidf)),
-                ),
-                Mode::Winfo => {
-                    document = d.winfo.next_document(
-                        &d.presentity,
-                        &signal.watchers,
-                        &signal.ended,
-                        refreshed,
-                    );
-                    match &document {
-                        Some(xml) => (
-                            NotifyState::Active(remaining),
-                            Some((WATCHERINFO, xml.as_str())),
-                        ),
-                        // A change that changed nothing a watcher sees.
-                        None => continue,
-                    }
-                }
+            let state = match signal.mode {
+                Mode::Pending => NotifyState::Pending(remaining),
+                _ => NotifyState::Active(remaining),
             };
+            let body = text.as_deref().map(|t| (d.package.content_type(), t));
             let cseq = d.next_cseq();
             let span = notify_span(signal.trace.as_deref());
             let outcome = tracing::Instrument::instrument(
@@ -816,6 +834,10 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
             match outcome {
                 Delivery::Delivered => {
                     d.last_version = signal.version;
+                    d.acknowledged.store(
+                        Acknowledged::pack(signal.mode, signal.version),
+                        Ordering::SeqCst,
+                    );
                     crate::metrics::notified(signal.changed_at_ms);
                 }
                 Delivery::Refused(status) => {
@@ -846,7 +868,7 @@ async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Receiver<Sign
                 // here so no dialog outlives its subscription.
                 tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
                 let cseq = d.next_cseq();
-                let body = final_body(signal.mode, "timeout", &signal.pidf);
+                let body = d.final_body(&signal, "timeout");
                 let _ = Box::pin(send(&edge, &d.record, d.protocol, d.remote, cseq, NotifyState::Terminated("timeout"), body)).await;
                 Box::pin(forget_subscription(&edge, &d.presentity, &d.record.id)).await;
                 break;

@@ -212,7 +212,7 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
     }
     let state = claimed.state.unwrap_or_default();
     let left_ms = claimed.expires_at_ms.saturating_sub(contract::now_ms());
-    let mode = crate::methods::subscribe::mode_of(&record, claimed.status, claimed.masked);
+    let mode = crate::dialogs::mode_of(&record, claimed.status, claimed.masked);
     edge.dialogs.activate(
         edge,
         NewDialog {

@@ -4,13 +4,14 @@
 
 use sip::{HeaderName, Request, Response};
 
-use crate::methods::{ACCEPT, ALLOW, ALLOW_EVENTS};
+use crate::methods::ALLOW;
+use crate::packages;
 use crate::Edge;
 
 pub fn handle(_edge: &Edge, request: &Request) -> Response {
     Response::for_request(request, 200)
         .header(HeaderName::Allow, ALLOW)
-        .header(HeaderName::AllowEvents, ALLOW_EVENTS)
-        .header(HeaderName::Accept, ACCEPT)
+        .header(HeaderName::AllowEvents, packages::allow_events())
+        .header(HeaderName::Accept, packages::presence::PIDF)
         .build()
 }

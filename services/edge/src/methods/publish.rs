@@ -11,7 +11,8 @@ use std::sync::Arc;
 use rpc::presence::v1::PublishRequest;
 use sip::{HeaderName, Request, Response};
 
-use crate::methods::{refusal_response, require_presence_event, ACCEPT};
+use crate::methods::{refusal_response, require_presence_event};
+use crate::packages::presence::PIDF;
 use crate::services::Refusal;
 use crate::transport::Source;
 use crate::Edge;
@@ -41,10 +42,10 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
         String::new()
     } else {
         match headers.content_type() {
-            Ok(Some(t)) if t.essence() == ACCEPT => t.essence(),
+            Ok(Some(t)) if t.essence() == PIDF => t.essence(),
             Ok(_) => {
                 return Response::for_request(request, 415)
-                    .header(HeaderName::Accept, ACCEPT)
+                    .header(HeaderName::Accept, PIDF)
                     .build()
             }
             Err(_) => {

@@ -21,13 +21,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use contract::{DialogRecord, WatcherEntry, WINFO};
+use contract::{DialogRecord, WatcherEntry};
 use rpc::presence::v1::{SubscribeRequest, SubscribeResponse, SubscriptionStatus};
 use sip::{HeaderName, NameAddr, Request, Response};
 
-use crate::dialogs::{Mode, NewDialog, TAKEOVER_CSEQ_GAP, WATCHERINFO};
-use crate::methods::notify::NotifyState;
-use crate::methods::{refusal_response, require_event, Outcome, ACCEPT};
+use crate::dialogs::notify::NotifyState;
+use crate::dialogs::{mode_of, Mode, NewDialog, TAKEOVER_CSEQ_GAP};
+use crate::methods::{refusal_response, require_event, Outcome};
+use crate::packages;
 use crate::services::Refusal;
 use crate::transport::{Protocol, Source};
 use crate::Edge;
@@ -37,15 +38,11 @@ fn new_tag() -> String {
 }
 
 pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outcome {
-    let (package, event_id) = match require_event(request, &["presence", WINFO]) {
+    let (package, event_id) = match require_event(request, |_| true) {
         Ok((package, id)) => (package, id.unwrap_or_default()),
         Err(response) => return response.into(),
     };
-    let body_type = if package == WINFO {
-        WATCHERINFO
-    } else {
-        ACCEPT
-    };
+    let body_type = package.content_type();
     let headers = request.headers();
     if let Ok(accept) = headers.accept() {
         if !accept.is_empty() && !accept.iter().any(|t| t.matches(body_type)) {
@@ -118,12 +115,16 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outc
         notify_cseq: 0,
         event_id,
         watcher: identity.aor.clone(),
-        package: package.to_string(),
+        package: package.event().to_string(),
     };
     let record = DialogRecord {
         local_tag: record.id.clone(),
         ..record
     };
+    if let Some(busy) = crate::drain::refuse_subscribe(edge, request, in_dialog.as_deref(), expires)
+    {
+        return busy.into();
+    }
     match in_dialog {
         None => create(edge, request, source, presentity, record, expires).await,
         Some(_) => refresh(edge, request, source, presentity, record, expires).await,
@@ -175,19 +176,6 @@ fn ok(
         .build()
 }
 
-/// What the dialog's NOTIFYs carry, from the presence service's answer.
-pub fn mode_of(record: &DialogRecord, status: i32, masked: bool) -> Mode {
-    if record.is_winfo() {
-        Mode::Winfo
-    } else if status == SubscriptionStatus::Pending as i32 {
-        Mode::Pending
-    } else if masked {
-        Mode::Masked
-    } else {
-        Mode::Presence
-    }
-}
-
 fn new_dialog(
     record: DialogRecord,
     presentity: String,
@@ -231,9 +219,11 @@ async fn final_notify(
     // After the 200 OK has left (the caller sends it first).
     tokio::spawn(async move {
         tokio::task::yield_now().await;
-        // Only a presence dialog's final NOTIFY carries the state.
-        let body = matches!(mode, Mode::Presence | Mode::Masked).then_some((ACCEPT, pidf.as_str()));
-        let _ = crate::methods::notify::send(
+        let package = packages::of(&record);
+        let body = package
+            .final_body(mode == Mode::Pending, &pidf, "")
+            .map(|text| (package.content_type(), text));
+        let _ = crate::dialogs::notify::send(
             &edge,
             &record,
             protocol,

@@ -94,13 +94,8 @@ pub fn build(
         retry_after: None,
         params: Vec::new(),
     };
-    let package = if record.is_winfo() {
-        contract::WINFO
-    } else {
-        "presence"
-    };
     let event = Event {
-        package: package.into(),
+        package: crate::packages::of(record).event().into(),
         id: (!record.event_id.is_empty()).then(|| record.event_id.clone()),
         params: Vec::new(),
     };
