@@ -106,6 +106,16 @@ impl Process {
         false
     }
 
+    /// Sends SIGTERM and returns at once (a drain can then be observed;
+    /// [`Process::terminate`] waits for the exit).
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Starts it again with the same command line.
     pub fn restart(&mut self) {
         self.kill();

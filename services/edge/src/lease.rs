@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rpc::presence::v1::{
-    ClaimDialogsRequest, ClaimedDialog, HeldDialog, RenewLeaseRequest, RestoreDialogsRequest,
-    UnsubscribeRequest,
+    ClaimDialogsRequest, ClaimedDialog, HandedOverDialog, HeldDialog, RenewLeaseRequest,
+    RestoreDialogsRequest, SubscriptionStatus, UnsubscribeRequest,
 };
 
-use crate::dialogs::NewDialog;
+use crate::dialogs::{GivenUp, Mode, NewDialog};
 use crate::transport::Protocol;
 use crate::Edge;
 
@@ -34,32 +34,74 @@ use crate::Edge;
 const CLAIM_BATCH: u32 = 200;
 /// Dialogs restored per call after a loss of state.
 const RESTORE_BATCH: usize = 500;
+/// Dialogs handed over per call by a draining edge (the service takes 1000).
+const HAND_OVER_BATCH: usize = 500;
 
-/// Renews the lease and claims orphaned dialogs, forever.
+/// What the renewals tell the claims: the latest state epoch, and from
+/// when claiming is safe.
+#[derive(Clone, Debug, Default)]
+struct Renewals {
+    epoch: Option<String>,
+    /// `None` while renewals fail. When they fail here, they probably fail
+    /// for every edge (the presence service or the backend is down), so
+    /// every lease lapses at once; once they succeed again, the other live
+    /// edges renew within a third of a lease, and claiming before a whole
+    /// lease has passed would take live edges' dialogs.
+    claims_from: Option<Instant>,
+}
+
+/// Renews the lease, follows the state epoch and claims orphaned dialogs,
+/// until aborted (a drain aborts it before handing the dialogs over).
+///
+/// Renewals run on their own loop, every third of the lease, each given
+/// at most that third: a slow claim or a long restore never delays one.
 pub async fn run(edge: Arc<Edge>) {
+    let (renewals, heard) = tokio::sync::watch::channel(Renewals::default());
+    tokio::join!(renew_loop(edge.clone(), renewals), claim_loop(edge, heard));
+}
+
+async fn renew_loop(edge: Arc<Edge>, renewals: tokio::sync::watch::Sender<Renewals>) {
     let ttl = edge.config.lease_ttl;
-    let period = edge.config.claim_interval.min(ttl / 3);
+    let period = ttl / 3;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut renewed: Option<Instant> = None;
+    let mut healthy_since: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let started = Instant::now();
+        let failure = match tokio::time::timeout(period, renew(&edge, false)).await {
+            Ok(Ok(epoch)) => {
+                let since = *healthy_since.get_or_insert(started);
+                renewals.send_modify(|r| {
+                    r.epoch = Some(epoch);
+                    r.claims_from = Some(since + ttl);
+                });
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {period:?}"),
+        };
+        tracing::warn!(error = %failure, "lease renewal failed");
+        healthy_since = None;
+        renewals.send_modify(|r| r.claims_from = None);
+    }
+}
+
+async fn claim_loop(edge: Arc<Edge>, mut heard: tokio::sync::watch::Receiver<Renewals>) {
+    let mut tick = tokio::time::interval(edge.config.claim_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The epoch whose records match the dialogs held here.
     let mut epoch: Option<String> = None;
     loop {
         tick.tick().await;
-        // Half a tick of slack: a renewal that started a moment after its
-        // tick would otherwise be seen as not yet due a whole third later,
-        // and wait for one more tick.
-        if renewed.is_none_or(|at| at.elapsed() + period / 2 >= ttl / 3) {
-            let started = Instant::now();
-            match renew(&edge, false).await {
-                Ok(current) => {
-                    renewed = Some(started);
-                    epoch = follow_epoch(&edge, epoch, current).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-            }
+        let renewed = heard.has_changed().unwrap_or(false);
+        let renewals = heard.borrow_and_update().clone();
+        if let (true, Some(current)) = (renewed, renewals.epoch) {
+            epoch = follow_epoch(&edge, epoch, current).await;
         }
-        claim(&edge).await;
+        if renewals.claims_from.is_some_and(|at| Instant::now() >= at) {
+            claim(&edge).await;
+        }
     }
 }
 
@@ -92,9 +134,62 @@ pub async fn renew(edge: &Edge, release: bool) -> Result<String, tonic::Status> 
             edge_id: edge.config.edge_id.clone(),
             ttl_ms: edge.config.lease_ttl.as_millis() as u64,
             release,
+            handed_over: Vec::new(),
         })
         .await
         .map(|reply| reply.state_epoch)
+}
+
+/// Hands the dialogs a draining edge gave up to the others: tells the
+/// presence service what each watcher last acknowledged (so the next owner
+/// does not send it again), then releases the lease, which makes them
+/// claimable at once. A batch that fails only costs its watchers one
+/// repeated NOTIFY; a failed release leaves them until the lease lapses.
+pub async fn hand_over(edge: &Edge, given_up: Vec<GivenUp>) {
+    let dialogs: Vec<HandedOverDialog> = given_up
+        .into_iter()
+        .filter_map(|d| {
+            let (mode, version) = d.acknowledged?;
+            let (status, masked) = match mode {
+                Mode::Presence => (SubscriptionStatus::Active, false),
+                Mode::Masked => (SubscriptionStatus::Active, true),
+                Mode::Pending => (SubscriptionStatus::Pending, false),
+                Mode::Winfo => return None,
+            };
+            Some(HandedOverDialog {
+                presentity: d.presentity,
+                dialog_id: d.dialog_id,
+                status: status as i32,
+                masked,
+                version,
+            })
+        })
+        .collect();
+    let count = dialogs.len();
+    for batch in dialogs.chunks(HAND_OVER_BATCH) {
+        let recorded = edge
+            .services
+            .presence
+            .renew_lease(RenewLeaseRequest {
+                edge_id: edge.config.edge_id.clone(),
+                ttl_ms: edge.config.lease_ttl.as_millis() as u64,
+                release: false,
+                handed_over: batch.to_vec(),
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, dialogs = batch.len(), "recording handed-over dialogs failed; their next owner repeats their state");
+        }
+    }
+    match renew(edge, true).await {
+        Ok(_) => tracing::info!(
+            handed_over = count,
+            "lease released; dialogs are being taken over"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing the lease failed; dialogs move when it lapses")
+        }
+    }
 }
 
 /// Re-creates the subscription record of every dialog held here and sends
@@ -213,23 +308,28 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
     let state = claimed.state.unwrap_or_default();
     let left_ms = claimed.expires_at_ms.saturating_sub(contract::now_ms());
     let mode = crate::dialogs::mode_of(&record, claimed.status, claimed.masked);
-    edge.dialogs.activate(
-        edge,
-        NewDialog {
-            mode,
-            watchers: claimed
-                .watchers
-                .into_iter()
-                .map(contract::WatcherEntry::from)
-                .collect(),
-            first_cseq: record.notify_cseq,
-            record,
-            presentity: claimed.presentity,
-            version: state.version,
-            pidf: String::from_utf8_lossy(&state.pidf).into_owned(),
-            expires: (left_ms / 1000) as u32,
-            protocol,
-            remote,
-        },
-    );
+    let dialog = NewDialog {
+        mode,
+        watchers: claimed
+            .watchers
+            .into_iter()
+            .map(contract::WatcherEntry::from)
+            .collect(),
+        first_cseq: record.notify_cseq,
+        record,
+        presentity: claimed.presentity,
+        version: state.version,
+        pidf: String::from_utf8_lossy(&state.pidf).into_owned(),
+        expires: (left_ms / 1000) as u32,
+        protocol,
+        remote,
+    };
+    if claimed.notified {
+        // Handed over by a draining edge after the watcher acknowledged
+        // this very state: nothing to tell it until the next change.
+        edge.dialogs.continue_handed_over(edge, dialog);
+    } else {
+        // The watcher may or may not have it (its edge died): send it.
+        edge.dialogs.activate(edge, dialog);
+    }
 }

@@ -450,6 +450,9 @@ impl pb::presence_server::Presence for PresenceService {
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
         let r = request.into_inner();
         require("edge_id", &r.edge_id)?;
+        if !r.handed_over.is_empty() {
+            self.hand_over(&r.edge_id, r.handed_over).await?;
+        }
         if r.release {
             tracing::info!(edge = %r.edge_id, "edge released its lease");
             self.ownership
@@ -560,7 +563,11 @@ impl pb::presence_server::Presence for PresenceService {
             } else {
                 c.view
             };
+            let notified = c
+                .handed_over
+                .is_some_and(|n| n.covers(&c.record, view.version));
             dialogs.push(pb::ClaimedDialog {
+                notified,
                 presentity: c.record.presentity.clone(),
                 expires_at_ms: c.record.expires_at_ms,
                 status: status_to_pb(c.record.status),
@@ -575,6 +582,53 @@ impl pb::presence_server::Presence for PresenceService {
 }
 
 impl PresenceService {
+    /// Records what the watchers of the dialogs a draining edge gives up
+    /// last acknowledged (see `Ownership::hand_over`).
+    async fn hand_over(
+        &self,
+        edge_id: &str,
+        dialogs: Vec<pb::HandedOverDialog>,
+    ) -> Result<(), Status> {
+        use crate::ownership::{HandedOver, Notified, MAX_HAND_OVER};
+        if dialogs.len() > MAX_HAND_OVER {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_HAND_OVER} handed_over dialogs per call"
+            )));
+        }
+        let dialogs: Vec<HandedOver> = dialogs
+            .into_iter()
+            .filter_map(|d| {
+                // Only what a watcher can have been shown: an active or
+                // pending subscription.
+                let status = match pb::SubscriptionStatus::try_from(d.status).ok()? {
+                    pb::SubscriptionStatus::Active => SubscriptionStatus::Active,
+                    pb::SubscriptionStatus::Pending => SubscriptionStatus::Pending,
+                    _ => return None,
+                };
+                if d.presentity.is_empty() || d.dialog_id.is_empty() {
+                    return None;
+                }
+                Some(HandedOver {
+                    presentity: d.presentity,
+                    dialog_id: d.dialog_id,
+                    notified: Notified {
+                        status,
+                        masked: d.masked,
+                        version: d.version,
+                    },
+                })
+            })
+            .collect();
+        let offered = dialogs.len();
+        let written = self
+            .ownership
+            .hand_over(edge_id, dialogs)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(edge = %edge_id, offered, written, "dialogs handed over");
+        Ok(())
+    }
+
     /// Changes a presentity's rules and applies them to its live
     /// subscriptions.
     async fn change_rules(

@@ -12,12 +12,20 @@
 //! A new owner continues the dialog's CSeq above anything the old owner
 //! could have used: the stored `notify_cseq` jumps by [`TAKEOVER_CSEQ_GAP`]
 //! on every claim.
+//!
+//! A draining edge first hands its dialogs over ([`Ownership::hand_over`]):
+//! what each watcher last acknowledged (status, masking, version) is
+//! written as the value of the dialog's entry in the edge's index, which a
+//! claim reads anyway. The new owner then sends nothing until something
+//! changes, instead of repeating the state the watcher has. A refresh
+//! re-indexes the dialog with an empty value, which only costs that one
+//! repeat.
 
 use bytes::Bytes;
 use store::{Backend, Key, Kind, Schedule, StoreError};
 
 use crate::compositor::PresenceView;
-use crate::subscriptions::SubscriptionRecord;
+use crate::subscriptions::{SubscriptionRecord, SubscriptionStatus};
 use crate::Compositor;
 
 /// CSeq numbers a new owner skips. An owner that sends more NOTIFYs than
@@ -64,11 +72,75 @@ pub async fn unindex_record(
     }
 }
 
+/// Dialogs a draining edge may hand over in one call.
+pub const MAX_HAND_OVER: usize = 1000;
+/// Index entries written at once by a hand-over.
+const HAND_OVER_CONCURRENCY: usize = 64;
+
+/// What a dialog's watcher last acknowledged, as the edge that gave the
+/// dialog up says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notified {
+    pub status: SubscriptionStatus,
+    pub masked: bool,
+    pub version: u64,
+}
+
+impl Notified {
+    /// The index value: `a`, `m` (active and masked) or `p`, a colon, the
+    /// version.
+    fn encode(&self) -> Bytes {
+        let kind = match (self.status, self.masked) {
+            (SubscriptionStatus::Pending, _) => 'p',
+            (_, true) => 'm',
+            _ => 'a',
+        };
+        Bytes::from(format!("{kind}:{}", self.version))
+    }
+
+    fn decode(value: &[u8]) -> Option<Notified> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (kind, version) = text.split_once(':')?;
+        let (status, masked) = match kind {
+            "a" => (SubscriptionStatus::Active, false),
+            "m" => (SubscriptionStatus::Active, true),
+            "p" => (SubscriptionStatus::Pending, false),
+            _ => return None,
+        };
+        Some(Notified {
+            status,
+            masked,
+            version: version.parse().ok()?,
+        })
+    }
+
+    /// Whether a NOTIFY of `record` carrying a state of `version` would
+    /// only repeat what the watcher has. Watcher-information dialogs always
+    /// get their full document.
+    pub fn covers(&self, record: &SubscriptionRecord, version: u64) -> bool {
+        !record.dialog.is_winfo()
+            && self.status == record.status
+            && self.masked == record.masked
+            && version <= self.version
+    }
+}
+
+/// A dialog a draining edge gives up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandedOver {
+    pub presentity: String,
+    pub dialog_id: String,
+    pub notified: Notified,
+}
+
 /// A dialog moved to a new owner, with the state its next NOTIFY carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedDialog {
     pub record: SubscriptionRecord,
     pub view: PresenceView,
+    /// What the previous owner said its watcher last acknowledged, when it
+    /// handed the dialog over.
+    pub handed_over: Option<Notified>,
 }
 
 /// Leases of edges and claims of their dialogs.
@@ -98,6 +170,40 @@ impl Ownership {
             .await
     }
 
+    /// Records what the watchers of dialogs `edge_id` gives up last
+    /// acknowledged, for their next owner. Only entries `edge_id` still
+    /// owns and that carry nothing yet are written (one conditional write
+    /// each, several at a time); returns how many.
+    pub async fn hand_over(
+        &self,
+        edge_id: &str,
+        dialogs: Vec<HandedOver>,
+    ) -> Result<usize, StoreError> {
+        let backend = self.compositor.backend();
+        let key = index_key(edge_id);
+        let mut written = 0;
+        let mut dialogs = dialogs.into_iter();
+        loop {
+            let mut writes = tokio::task::JoinSet::new();
+            for dialog in dialogs.by_ref().take(HAND_OVER_CONCURRENCY) {
+                let (backend, key) = (backend.clone(), key.clone());
+                writes.spawn(async move {
+                    let member = format!("{}\n{}", dialog.presentity, dialog.dialog_id);
+                    backend
+                        .map_replace(&key, &member, b"", dialog.notified.encode())
+                        .await
+                });
+            }
+            if writes.is_empty() {
+                return Ok(written);
+            }
+            while let Some(done) = writes.join_next().await {
+                let replaced = done.map_err(|e| StoreError::Protocol(e.to_string()))??;
+                written += usize::from(replaced);
+            }
+        }
+    }
+
     /// Moves up to `max` dialogs of edges whose lease lapsed to `claimer`.
     pub async fn claim(
         &self,
@@ -120,11 +226,12 @@ impl Ownership {
                 backend.unschedule(Schedule::Leases, &dead).await?;
                 continue;
             }
-            for (member, _) in owned {
+            for (member, value) in owned {
                 if claimed.len() >= max {
                     return Ok(claimed);
                 }
-                if let Some(dialog) = self.claim_one(claimer, &dead, &member).await? {
+                let handed_over = Notified::decode(&value);
+                if let Some(dialog) = self.claim_one(claimer, &dead, &member, handed_over).await? {
                     claimed.push(dialog);
                 }
             }
@@ -137,6 +244,7 @@ impl Ownership {
         claimer: &str,
         dead: &str,
         member: &str,
+        handed_over: Option<Notified>,
     ) -> Result<Option<ClaimedDialog>, StoreError> {
         let backend = self.compositor.backend();
         let Some((presentity, dialog_id)) = member.split_once('\n') else {
@@ -170,6 +278,10 @@ impl Ownership {
         index(backend.as_ref(), claimer, member).await?;
         unindex(backend.as_ref(), dead, member).await?;
         let view = self.compositor.view(presentity).await?;
-        Ok(Some(ClaimedDialog { record, view }))
+        Ok(Some(ClaimedDialog {
+            record,
+            view,
+            handed_over,
+        }))
     }
 }
