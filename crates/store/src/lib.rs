@@ -32,6 +32,7 @@ pub mod memory;
 pub mod metrics;
 pub mod redis;
 pub mod sweep;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use feed::FEED_CAPACITY;
