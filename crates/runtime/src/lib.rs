@@ -4,12 +4,14 @@
 //! allocator.
 
 mod grpc_metrics;
+mod service;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 
 pub use grpc_metrics::GrpcMetricsLayer;
+pub use service::{ServiceParts, ServiceStart};
 use store::Backend;
 
 /// Every binary linking this crate allocates with mimalloc: a request

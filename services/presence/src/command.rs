@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::PresenceConfig;
-use anyhow::Context;
 use clap::Parser;
 
 /// Presence service of the presence cluster.
@@ -98,14 +97,6 @@ fn parse_policy(name: &str) -> Result<crate::rules::DefaultPolicy, String> {
 
 /// Runs the process until it is asked to stop (SIGINT, SIGTERM).
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    runtime::check_expires_range(
-        "--min-expires",
-        args.min_expires,
-        "--max-expires",
-        args.max_expires,
-    )?;
-    let _metrics = args.metrics.serve().await?;
-    let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
     let config = args.limits.apply(PresenceConfig {
         min_publish_expires: args.min_expires,
         max_publish_expires: args.max_expires,
@@ -114,23 +105,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         default_policy: args.default_policy,
         ..PresenceConfig::default()
     });
-    let auth = args
-        .auth
-        .api_auth("presence", crate::access::access_policy())
+    let sweep_interval = Duration::from_millis(args.sweep_ms);
+    let start = runtime::ServiceStart {
+        name: "presence",
+        listen: args.listen,
+        redis_url: args.redis_url.as_deref(),
+        expires: (args.min_expires, args.max_expires),
+        redis_tls: &args.redis_tls,
+        grpc_tls: &args.grpc_tls,
+        metrics: &args.metrics,
+    };
+    start
+        .run(
+            args.auth
+                .api_auth("presence", crate::access::access_policy()),
+            |parts| {
+                crate::serve(
+                    parts.listener,
+                    parts.backend,
+                    config,
+                    sweep_interval,
+                    parts.auth,
+                    parts.tls,
+                    runtime::shutdown_signal(),
+                )
+            },
+        )
         .await
-        .context("setting up gRPC authentication")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, "presence serving gRPC");
-    crate::serve(
-        listener,
-        backend,
-        config,
-        Duration::from_millis(args.sweep_ms),
-        auth,
-        args.grpc_tls.config()?,
-        runtime::shutdown_signal(),
-    )
-    .await
 }
