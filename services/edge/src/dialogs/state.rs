@@ -1,0 +1,456 @@
+//! The dialog index and each dialog's state: what SUBSCRIBE handling, the
+//! channel and a draining edge change, signalled to the dialog's sender.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use contract::WatcherEntry;
+use store::FeedControl;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::sender::{run_sender, Acknowledged, Sender};
+use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
+use crate::packages::{self, WatcherSnapshot};
+use crate::transport::Protocol;
+use crate::Edge;
+
+/// How many ended watchers a winfo dialog remembers, to report why a
+/// watcher left when several changes were coalesced into one NOTIFY.
+const ENDED_MEMORY: usize = 64;
+
+impl Index {
+    /// The dialogs watching `presentity`.
+    fn dialogs_of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.by_presentity
+            .get(presentity)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.dialogs.get(id))
+    }
+}
+
+impl Dialogs {
+    pub fn new(feed: Box<dyn FeedControl>) -> Self {
+        Dialogs {
+            feed,
+            index: Mutex::new(Index::default()),
+        }
+    }
+
+    /// Starts a held dialog's NOTIFY sender; its first NOTIFY goes out at once.
+    pub fn activate(&self, edge: &Arc<Edge>, dialog: NewDialog) {
+        self.start(edge, dialog, false);
+    }
+
+    /// Starts the sender of a dialog another edge handed over after its
+    /// watcher acknowledged `dialog.version`'s state: the first NOTIFY waits
+    /// for something newer.
+    pub fn continue_handed_over(&self, edge: &Arc<Edge>, dialog: NewDialog) {
+        self.start(edge, dialog, true);
+    }
+
+    fn start(&self, edge: &Arc<Edge>, dialog: NewDialog, acknowledged: bool) {
+        let expires_at = Instant::now() + Duration::from_secs(u64::from(dialog.expires));
+        let Ok(mut index) = self.index.lock() else {
+            return;
+        };
+        // Something newer may have been heard while the subscription was
+        // being set up.
+        let latest = index
+            .watched
+            .get(&dialog.presentity)
+            .and_then(|w| w.latest.clone());
+        let (version, pidf) = match latest {
+            Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
+            _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
+        };
+        let (tx, rx) = watch::channel(Signal {
+            mode: dialog.mode,
+            watchers: Arc::new(WatcherSnapshot {
+                revision: 0,
+                watchers: dialog.watchers,
+            }),
+            ended: Arc::new(Vec::new()),
+            version,
+            pidf,
+            trace: None,
+            changed_at_ms: 0,
+            offers: 0,
+            expires_at,
+            refreshes: 1,
+            end: None,
+            route: None,
+            resets: 0,
+            handed_over: false,
+        });
+        let id = dialog.record.id.clone();
+        let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
+        let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
+        let acknowledged_word = Arc::new(AtomicU64::new(if acknowledged {
+            Acknowledged::pack(dialog.mode, dialog.version)
+        } else {
+            0
+        }));
+        let mut record = dialog.record;
+        record.transport = dialog.protocol.as_str().to_string();
+        record.remote_addr = dialog.remote.to_string();
+        index
+            .by_presentity
+            .entry(dialog.presentity.clone())
+            .or_default()
+            .insert(id.clone());
+        let sender = Sender {
+            record: record.clone(),
+            presentity: dialog.presentity.clone(),
+            protocol: dialog.protocol,
+            remote: dialog.remote,
+            cseq: cseq.clone(),
+            // A handed-over dialog's watcher has this state already; only
+            // something newer is due.
+            last_version: if acknowledged { dialog.version } else { 0 },
+            offers_seen: 0,
+            refreshes_seen: u64::from(acknowledged),
+            package: packages::of(&record),
+            notifier: packages::of(&record).notifier(),
+            resets_seen: 0,
+            acknowledged: acknowledged_word.clone(),
+        };
+        // Spawned under the index lock: the task cannot look the dialog up
+        // before it is inserted.
+        let task = tokio::spawn(run_sender(edge.clone(), sender, rx));
+        index.dialogs.insert(
+            id,
+            Entry {
+                presentity: dialog.presentity,
+                signal: tx,
+                record,
+                cseq,
+                acknowledged: acknowledged_word,
+                sender: task,
+            },
+        );
+    }
+
+    /// Gives every dialog up (a draining edge): each sender stops, after
+    /// the NOTIFY it has in flight if that ends within `wait` (else it is
+    /// stopped there, its outcome unknown), without a final NOTIFY. Returns
+    /// what each watcher last acknowledged, for the edge that continues
+    /// the dialog; dialogs that were ending are left out.
+    pub async fn hand_over(&self, wait: Duration) -> Vec<GivenUp> {
+        let entries: Vec<(String, Entry)> = {
+            let Ok(mut index) = self.index.lock() else {
+                return Vec::new();
+            };
+            index.by_presentity.clear();
+            index.dialogs.drain().collect()
+        };
+        for (_, entry) in &entries {
+            entry.signal.send_modify(|s| s.handed_over = true);
+        }
+        let deadline = Instant::now() + wait;
+        let mut given_up = Vec::with_capacity(entries.len());
+        for (dialog_id, mut entry) in entries {
+            if tokio::time::timeout_at(deadline, &mut entry.sender)
+                .await
+                .is_err()
+            {
+                entry.sender.abort();
+            }
+            if entry.signal.borrow().end.is_some() {
+                continue;
+            }
+            given_up.push(GivenUp {
+                presentity: entry.presentity,
+                dialog_id,
+                acknowledged: Acknowledged::unpack(entry.acknowledged.load(Ordering::SeqCst)),
+            });
+        }
+        given_up
+    }
+
+    /// The presentity a dialog of this edge watches.
+    pub fn presentity_of(&self, dialog_id: &str) -> Option<String> {
+        let index = self.index.lock().ok()?;
+        index.dialogs.get(dialog_id).map(|e| e.presentity.clone())
+    }
+
+    /// A refresh was accepted: new expiry, and a NOTIFY with `version`'s
+    /// state (or newer). False when the dialog is not held here.
+    pub fn refresh(&self, dialog_id: &str, expires: u32, version: u64, pidf: &str) -> bool {
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        // A state read now counts as heard now (see `reset`).
+        let heard = index.heard + 1;
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            w.heard_at = heard;
+            index.heard = heard;
+        }
+        let Some(entry) = index.dialogs.get(dialog_id) else {
+            return false;
+        };
+        entry.signal.send_modify(|s| {
+            s.expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
+            s.refreshes += 1;
+            if version > s.version && s.mode == Mode::Presence {
+                s.version = version;
+                s.pidf = Arc::from(pidf);
+            }
+        });
+        true
+    }
+
+    /// A rule change authorised the dialog (or changed its masking): from
+    /// now on it carries `pidf` (the neutral document when `masked`), and a
+    /// NOTIFY goes out at once. False when the dialog is not held here.
+    pub fn authorize(&self, dialog_id: &str, masked: bool, version: u64, pidf: &str) -> bool {
+        let Ok(index) = self.index.lock() else {
+            return false;
+        };
+        let Some(entry) = index.dialogs.get(dialog_id) else {
+            return false;
+        };
+        let latest = index
+            .watched
+            .get(&entry.presentity)
+            .and_then(|w| w.latest.clone());
+        entry.signal.send_modify(|s| {
+            if s.mode == Mode::Winfo {
+                return;
+            }
+            s.mode = if masked { Mode::Masked } else { Mode::Presence };
+            match latest {
+                Some((v, p)) if !masked && v > version => {
+                    s.version = v;
+                    s.pidf = p;
+                }
+                _ => {
+                    s.version = version;
+                    s.pidf = Arc::from(pidf);
+                }
+            }
+            s.refreshes += 1;
+        });
+        true
+    }
+
+    /// Watchers of `presentity` changed: applied to the list of each of its
+    /// `presence.winfo` dialogs (entries replaced or added; `terminated`
+    /// ones removed and remembered, for the partial document's event).
+    pub fn offer_watchers(&self, presentity: &str, changed: &[WatcherEntry]) {
+        let Ok(index) = self.index.lock() else {
+            return;
+        };
+        for entry in index.dialogs_of(presentity) {
+            entry.signal.send_if_modified(|s| {
+                if s.mode != Mode::Winfo || changed.is_empty() {
+                    return false;
+                }
+                let snapshot = Arc::make_mut(&mut s.watchers);
+                let mut ended = Vec::new();
+                for w in changed {
+                    let at = snapshot.watchers.iter().position(|x| x.id == w.id);
+                    match (w.status == "terminated", at) {
+                        (true, Some(i)) => {
+                            snapshot.watchers.remove(i);
+                            ended.push(w.clone());
+                        }
+                        (true, None) => ended.push(w.clone()),
+                        (false, Some(i)) => snapshot.watchers[i] = w.clone(),
+                        (false, None) => snapshot.watchers.push(w.clone()),
+                    }
+                }
+                snapshot.revision += 1;
+                if !ended.is_empty() {
+                    ended.extend(s.ended.iter().cloned());
+                    ended.truncate(ENDED_MEMORY);
+                    s.ended = Arc::new(ended);
+                }
+                true
+            });
+        }
+    }
+
+    /// Sends the dialog's NOTIFYs to where its latest refresh came from
+    /// (RFC 3261 §18: a stream connection is only reused while open, and a
+    /// reconnected client refreshes over its new one). False when the
+    /// dialog is not held here.
+    pub fn reroute(&self, dialog_id: &str, protocol: Protocol, remote: SocketAddr) -> bool {
+        let Ok(index) = self.index.lock() else {
+            return false;
+        };
+        let Some(entry) = index.dialogs.get(dialog_id) else {
+            return false;
+        };
+        entry.signal.send_if_modified(|s| {
+            let changed = s.route != Some((protocol, remote));
+            s.route = Some((protocol, remote));
+            changed
+        });
+        true
+    }
+
+    /// Ends a dialog with a final NOTIFY (`terminated;reason=...`). False when
+    /// the dialog is not held here.
+    pub fn terminate(&self, dialog_id: &str, reason: &str) -> bool {
+        let Ok(index) = self.index.lock() else {
+            return false;
+        };
+        let Some(entry) = index.dialogs.get(dialog_id) else {
+            return false;
+        };
+        entry.signal.send_modify(|s| {
+            if s.end.is_none() {
+                s.end = Some(Arc::from(reason));
+            }
+        });
+        true
+    }
+
+    /// A new state of `presentity` was heard: offered to every dialog of it.
+    pub fn offer(&self, presentity: &str, version: u64, pidf: &str, change: Change<'_>) {
+        let Ok(mut index) = self.index.lock() else {
+            return;
+        };
+        let pidf: Arc<str> = Arc::from(pidf);
+        let trace: Option<Arc<str>> = change.trace.map(Arc::from);
+        let heard = index.heard + 1;
+        let Some(w) = index.watched.get_mut(presentity) else {
+            return;
+        };
+        if w.latest.as_ref().is_some_and(|(v, _)| *v >= version) {
+            return;
+        }
+        w.latest = Some((version, pidf.clone()));
+        w.heard_at = heard;
+        index.heard = heard;
+        let mut signalled = 0u32;
+        for entry in index.dialogs_of(presentity) {
+            let changed = entry.signal.send_if_modified(|s| {
+                if version > s.version && s.mode == Mode::Presence {
+                    s.version = version;
+                    s.pidf = pidf.clone();
+                    s.trace = trace.clone();
+                    s.changed_at_ms = change.at_ms;
+                    s.offers += 1;
+                    true
+                } else {
+                    false
+                }
+            });
+            signalled += u32::from(changed);
+        }
+        crate::metrics::metrics()
+            .fanout_size
+            .observe(f64::from(signalled));
+    }
+
+    /// Every live dialog as it stands now: destination, last CSeq and
+    /// remaining time.
+    pub fn held(&self) -> Vec<HeldDialog> {
+        let Ok(index) = self.index.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        index
+            .dialogs
+            .values()
+            .filter_map(|entry| {
+                let signal = entry.signal.borrow();
+                if signal.end.is_some() {
+                    return None;
+                }
+                let mut record = entry.record.clone();
+                if let Some((protocol, remote)) = signal.route {
+                    record.transport = protocol.as_str().to_string();
+                    record.remote_addr = remote.to_string();
+                }
+                record.notify_cseq = entry.cseq.load(Ordering::SeqCst);
+                Some(HeldDialog {
+                    presentity: entry.presentity.clone(),
+                    record,
+                    expires_in: signal.expires_at.saturating_duration_since(now),
+                })
+            })
+            .collect()
+    }
+
+    /// The state backend lost its data and the presence service's state of
+    /// the dialog's presentity was read as `version` after `mark` was
+    /// taken: the watcher is sent it, even when older than what it has (the
+    /// state it has is gone) — unless a state of the presentity was heard
+    /// since the mark: that one was published after the loss and is only
+    /// replaced by a newer one. True when a NOTIFY is due; false when the
+    /// dialog already has that state, has ended, or is not held here.
+    pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str, mark: u64) -> bool {
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
+            return false;
+        };
+        let pidf: Arc<str> = Arc::from(pidf);
+        let mut heard_since_mark = false;
+        if let Some(w) = index.watched.get_mut(&presentity) {
+            heard_since_mark = w.heard_at > mark;
+            // Later announcements are compared with the state as it is now.
+            if !heard_since_mark && w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
+                w.latest = Some((version, pidf.clone()));
+            }
+        }
+        index.dialogs.get(dialog_id).is_some_and(|entry| {
+            entry.signal.send_if_modified(|s| {
+                let replace = if heard_since_mark {
+                    version > s.version
+                } else {
+                    version != s.version
+                };
+                // Masked, pending and winfo dialogs never carry the
+                // presentity's state.
+                if s.end.is_some() || !replace || s.mode != Mode::Presence {
+                    return false;
+                }
+                s.version = version;
+                s.pidf = pidf.clone();
+                s.resets += 1;
+                true
+            })
+        })
+    }
+
+    /// Number of dialogs held.
+    pub fn len(&self) -> usize {
+        self.index.lock().map(|i| i.dialogs.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) async fn remove(&self, dialog_id: &str) {
+        let presentity = {
+            let Ok(mut index) = self.index.lock() else {
+                return;
+            };
+            let presentity = index.dialogs.remove(dialog_id).map(|e| e.presentity);
+            if let Some(p) = &presentity {
+                if let Some(ids) = index.by_presentity.get_mut(p) {
+                    ids.remove(dialog_id);
+                    if ids.is_empty() {
+                        index.by_presentity.remove(p);
+                    }
+                }
+            }
+            presentity
+        };
+        if let Some(p) = presentity {
+            self.release(&p).await;
+        }
+    }
+}
