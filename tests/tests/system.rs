@@ -18,6 +18,7 @@ mod containers_edges;
 mod containers_redis;
 mod containers_replicas;
 mod expiry;
+mod fuzz_edge;
 mod limits_edge;
 mod grpc_api;
 mod internal_tls;
