@@ -285,3 +285,92 @@ impl Ownership {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Leases and claims over the in-memory backend.
+
+    use std::sync::Arc;
+
+    use contract::DialogRecord;
+
+    use super::*;
+    use crate::{PresenceConfig, SubscribeCommand, Subscriptions};
+
+    const T0: u64 = 1_000_000_000;
+
+    async fn setup() -> (Ownership, Subscriptions) {
+        let compositor = Compositor::new(
+            Arc::new(store::memory::MemoryBackend::new()),
+            PresenceConfig::default(),
+        );
+        let subscriptions = Subscriptions::new(compositor.clone());
+        for (id, edge) in [("d1", "edge-a"), ("d2", "edge-a"), ("d3", "edge-b")] {
+            let command = SubscribeCommand {
+                presentity: "alice@example.com".into(),
+                dialog: DialogRecord {
+                    id: id.into(),
+                    watcher: "bob@example.com".into(),
+                    edge_id: edge.into(),
+                    notify_cseq: 7,
+                    ..DialogRecord::default()
+                },
+                expires: Some(600),
+                refresh: false,
+            };
+            subscriptions.subscribe(&command, T0).await.unwrap();
+        }
+        (Ownership::new(compositor), subscriptions)
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_edges_dialogs_move_to_exactly_one_survivor() {
+        let (ownership, subscriptions) = setup().await;
+        ownership.renew("edge-a", 6_000, T0).await.unwrap();
+        ownership.renew("edge-b", 6_000, T0).await.unwrap();
+        // Every lease alive: nothing to claim.
+        assert!(ownership
+            .claim("edge-b", 10, T0 + 1)
+            .await
+            .unwrap()
+            .is_empty());
+        // edge-a goes silent; edge-b renews.
+        ownership.renew("edge-b", 6_000, T0 + 5_000).await.unwrap();
+        let claimed = ownership.claim("edge-b", 10, T0 + 6_000).await.unwrap();
+        let mut ids: Vec<&str> = claimed
+            .iter()
+            .map(|c| c.record.dialog.id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["d1", "d2"]);
+        for dialog in &claimed {
+            assert_eq!(dialog.record.dialog.edge_id, "edge-b");
+            assert_eq!(dialog.record.dialog.notify_cseq, 7 + TAKEOVER_CSEQ_GAP);
+        }
+        // A second survivor finds nothing left.
+        assert!(ownership
+            .claim("edge-c", 10, T0 + 6_000)
+            .await
+            .unwrap()
+            .is_empty());
+        let owners: Vec<String> = subscriptions
+            .list("alice@example.com")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.dialog.edge_id)
+            .collect();
+        assert!(owners.iter().all(|o| o == "edge-b"), "{owners:?}");
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_claimable_at_once_but_never_by_its_own_edge() {
+        let (ownership, _) = setup().await;
+        ownership.renew("edge-a", 6_000, T0).await.unwrap();
+        ownership.release("edge-a").await.unwrap();
+        assert!(ownership.claim("edge-a", 10, T0).await.unwrap().is_empty());
+        let claimed = ownership.claim("edge-b", 1, T0).await.unwrap();
+        assert_eq!(claimed.len(), 1, "at most `max` per call");
+        assert_eq!(ownership.claim("edge-b", 10, T0).await.unwrap().len(), 1);
+    }
+}
