@@ -83,6 +83,9 @@ pub enum Kind {
     /// The state epoch (entity: `cluster`): a random id created when the
     /// backend holds none, so a backend that lost its data is noticed.
     Epoch,
+    /// The live subscriptions of one watcher identity (entity: the
+    /// watcher's AOR), counted against the per-watcher limit.
+    Watching,
 }
 
 impl Kind {
@@ -95,6 +98,7 @@ impl Kind {
             Kind::Rules => "rules",
             Kind::EdgeDialogs => "edge",
             Kind::Epoch => "epoch",
+            Kind::Watching => "watching",
         }
     }
 }
