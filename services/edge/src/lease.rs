@@ -44,9 +44,10 @@ struct Renewals {
     epoch: Option<String>,
     /// `None` while renewals fail. When they fail here, they probably fail
     /// for every edge (the presence service or the backend is down), so
-    /// every lease lapses at once; once they succeed again, the other live
-    /// edges renew within a third of a lease, and claiming before a whole
-    /// lease has passed would take live edges' dialogs.
+    /// every lease may lapse at once; once they succeed again, the other
+    /// live edges renew within a third of a lease, and claiming sooner
+    /// would take live edges' dialogs. So after a failure, claims wait for
+    /// two thirds of a lease of successful renewals.
     claims_from: Option<Instant>,
 }
 
@@ -61,20 +62,21 @@ pub async fn run(edge: Arc<Edge>) {
 }
 
 async fn renew_loop(edge: Arc<Edge>, renewals: tokio::sync::watch::Sender<Renewals>) {
-    let ttl = edge.config.lease_ttl;
-    let period = ttl / 3;
+    let period = edge.config.lease_ttl / 3;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy_since: Option<Instant> = None;
+    // When claims may start: at once on start-up, two thirds of a lease
+    // after the first success that follows a failure.
+    let mut claims_from: Option<Instant> = Some(Instant::now());
     loop {
         tick.tick().await;
         let started = Instant::now();
         let failure = match tokio::time::timeout(period, renew(&edge, false)).await {
             Ok(Ok(epoch)) => {
-                let since = *healthy_since.get_or_insert(started);
+                let from = *claims_from.get_or_insert(started + 2 * period);
                 renewals.send_modify(|r| {
                     r.epoch = Some(epoch);
-                    r.claims_from = Some(since + ttl);
+                    r.claims_from = Some(from);
                 });
                 continue;
             }
@@ -82,7 +84,7 @@ async fn renew_loop(edge: Arc<Edge>, renewals: tokio::sync::watch::Sender<Renewa
             Err(_) => format!("no answer within {period:?}"),
         };
         tracing::warn!(error = %failure, "lease renewal failed");
-        healthy_since = None;
+        claims_from = None;
         renewals.send_modify(|r| r.claims_from = None);
     }
 }
