@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,9 +37,7 @@ const CHANGE_DEADLINE: Duration = Duration::from_secs(90);
 /// Retry-After; the tests retry sooner to stay short.)
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use locks::lock;
 
 /// The note carried by the changes of a load.
 pub fn note_of(presentity: &str, change: usize) -> String {

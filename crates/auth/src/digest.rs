@@ -512,7 +512,7 @@ impl DigestAuthenticator {
         nc: u32,
         now_secs: u64,
     ) -> Result<(), AuthError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = locks::lock(&self.seen);
         if let Some(entry) = seen.get_mut(&tag) {
             if nc <= entry.highest_nc {
                 return Err(AuthError::InvalidCredentials(

@@ -409,7 +409,7 @@ impl KeyCache {
 
     /// The current key set.
     pub(crate) fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&locks::read(&self.keys))
     }
 
     /// Loads the keys now; returns the delay until the next scheduled refresh.
@@ -457,7 +457,7 @@ impl KeyCache {
             });
         }
         tracing::debug!(keys = set.len(), kids = ?set.kids(), "JWKS loaded");
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        *locks::write(&self.keys) = Arc::new(set);
         let refresh = max_age.unwrap_or(self.config.jwks_refresh);
         Ok(refresh.clamp(
             self.config.jwks_refresh_min,

@@ -164,9 +164,7 @@ impl ServiceCredentials {
     /// The `authorization` value to send now, if any.
     pub fn current(&self) -> Option<MetadataValue<Ascii>> {
         let slot = self.slot.as_ref()?;
-        let guard = slot
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = locks::read(&slot);
         guard.clone()
     }
 }
@@ -242,9 +240,7 @@ async fn renew(
         match fetch(&source, &http).await {
             Ok((token, next)) => {
                 let Some(slot) = slot.upgrade() else { return };
-                let mut guard = slot
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut guard = locks::write(&slot);
                 if guard.as_ref() != Some(&token) {
                     tracing::info!(source = ?source, "service token renewed");
                 }

@@ -46,7 +46,7 @@ fn calls() -> &'static Calls {
 fn method_label(path: &str) -> &'static str {
     static SEEN: LazyLock<Mutex<HashSet<&'static str>>> =
         LazyLock::new(|| Mutex::new(HashSet::new()));
-    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut seen = locks::lock(&SEEN);
     if let Some(known) = seen.get(path) {
         return known;
     }

@@ -37,7 +37,7 @@ pub mod testing;
 
 pub use feed::FEED_CAPACITY;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -340,9 +340,7 @@ pub async fn open_with_tls(
 /// Locks a mutex even if a previous holder panicked: every critical section
 /// in this crate leaves its data consistent at each step, so a poisoned
 /// lock carries no half-done state.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use locks::lock;
 
 /// The revision a successful swap from `expected_rev` produces.
 pub(crate) fn next_revision(key: &Key, expected_rev: u64) -> Result<u64, StoreError> {

@@ -27,9 +27,7 @@ static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
 fn shared() -> MutexGuard<'static, Shared> {
     // A panic while registering leaves the registry usable: registering
     // is a map insert that cannot leave it half-written.
-    SHARED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    locks::lock(&SHARED)
 }
 
 /// Registers `metric` as `name` (without the `_total` suffix of a counter,

@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::error::Error as StdErrorTrait;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -126,10 +126,8 @@ pub struct Replicas {
     shared: Arc<Shared>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section below leaves the list consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+// Every critical section below leaves the list consistent.
+use locks::lock;
 
 impl Replicas {
     /// The replicas named by `urls` (comma-separated). Calls have the

@@ -61,7 +61,7 @@ impl ParsedBodies {
         // A panic while holding the lock cannot leave the map inconsistent
         // (each operation is one insert or remove), so a poisoned lock is
         // still usable.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        locks::lock(&self.entries)
     }
 }
 

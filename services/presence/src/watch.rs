@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::Announcement;
@@ -43,9 +43,7 @@ const INBOX_CAPACITY: usize = 1024;
 /// Events buffered between a stream's task and the gRPC connection.
 const STREAM_BUFFER: usize = 64;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use locks::lock;
 
 /// A composed state heard on a channel.
 struct Change {

@@ -115,9 +115,7 @@ impl DialogTable {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic under the lock leaves plain data that is still usable for a report.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.inner)
     }
 
     /// Adds a dialog (before its SUBSCRIBE is sent, since the NOTIFY may come first).

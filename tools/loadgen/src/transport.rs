@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,13 +127,9 @@ struct Shared {
     counters: Mutex<EndpointCounters>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks leaves plain maps and counters behind, which
-    // are still consistent; keep going rather than poison every later call.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+// A panic while holding these locks leaves plain maps and counters behind, which
+// are still consistent; keep going rather than poison every later call.
+use locks::lock;
 
 /// One UDP socket and the loop reading it.
 pub struct Endpoint {

@@ -38,9 +38,7 @@ pub struct Metrics {
 impl Metrics {
     fn lock(&self) -> MutexGuard<'_, RequestStats> {
         // Counters stay meaningful after a panic elsewhere; keep counting.
-        self.requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.requests)
     }
 
     /// A copy of the statistics so far.

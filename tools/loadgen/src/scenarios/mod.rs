@@ -117,9 +117,7 @@ impl Bed {
 
     /// Notes that `presentity` sent the document with sequence number `seq` at `sent_ns`.
     pub fn record_send(&self, presentity: &str, seq: u64, sent_ns: u64) {
-        self.sends
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.sends)
             .entry(presentity.to_owned())
             .or_default()
             .insert(seq, sent_ns);
@@ -127,9 +125,7 @@ impl Bed {
 
     /// When each sequence number of `presentity` was sent.
     pub fn sends_of(&self, presentity: &str) -> BTreeMap<u64, u64> {
-        self.sends
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        locks::lock(&self.sends)
             .get(presentity)
             .cloned()
             .unwrap_or_default()
@@ -141,11 +137,7 @@ impl Bed {
     /// watcher whose NOTIFYs were delayed and coalesced. Returns the distribution and the
     /// number of (dialog, change) pairs never shown.
     pub fn change_latency(&self) -> (Latency, u64) {
-        let sends = self
-            .sends
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let sends = locks::lock(&self.sends).clone();
         let mut latency = Latency::new();
         let mut missing = 0;
         self.table.for_each(|s| {

@@ -82,9 +82,7 @@ impl Ctx {
     }
 
     fn update(&self, user: usize, f: impl FnOnce(&mut Published)) {
-        let mut guard = self.published[user]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = locks::lock(&self.published[user]);
         f(&mut guard);
     }
 
