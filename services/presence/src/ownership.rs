@@ -373,4 +373,66 @@ mod tests {
         assert_eq!(claimed.len(), 1, "at most `max` per call");
         assert_eq!(ownership.claim("edge-b", 10, T0).await.unwrap().len(), 1);
     }
+
+    #[tokio::test]
+    async fn a_hand_over_tells_the_next_owner_what_each_watcher_has() {
+        let (ownership, _) = setup().await;
+        let notified = Notified {
+            status: SubscriptionStatus::Active,
+            masked: false,
+            version: 42,
+        };
+        let given_up = |id: &str| HandedOver {
+            presentity: "alice@example.com".into(),
+            dialog_id: id.into(),
+            notified,
+        };
+        // d3 is edge-b's and d9 nobody's: only d1 is edge-a's to hand over.
+        let written = ownership
+            .hand_over(
+                "edge-a",
+                vec![given_up("d1"), given_up("d3"), given_up("d9")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(written, 1);
+        ownership.release("edge-a").await.unwrap();
+        let claimed = ownership.claim("edge-b", 10, T0).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        for dialog in claimed {
+            match dialog.record.dialog.id.as_str() {
+                "d1" => {
+                    assert_eq!(dialog.handed_over, Some(notified));
+                    assert!(notified.covers(&dialog.record, 42));
+                    assert!(!notified.covers(&dialog.record, 43), "a newer state");
+                    let masked = SubscriptionRecord {
+                        masked: true,
+                        ..dialog.record.clone()
+                    };
+                    assert!(!notified.covers(&masked, 42), "another view");
+                }
+                "d2" => assert_eq!(dialog.handed_over, None),
+                other => panic!("claimed {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_hand_over_value_round_trips() {
+        for (status, masked) in [
+            (SubscriptionStatus::Active, false),
+            (SubscriptionStatus::Active, true),
+            (SubscriptionStatus::Pending, false),
+        ] {
+            let notified = Notified {
+                status,
+                masked,
+                version: 1_700_000_000_123,
+            };
+            assert_eq!(Notified::decode(&notified.encode()), Some(notified));
+        }
+        assert_eq!(Notified::decode(b""), None);
+        assert_eq!(Notified::decode(b"x:1"), None);
+        assert_eq!(Notified::decode(b"a:"), None);
+    }
 }
