@@ -405,11 +405,12 @@ async fn a_branch_reused_with_another_cseq_is_a_new_request_not_a_retransmission
             .unwrap_or_default()
             .to_string()
     };
+    let server = edge.sip();
     let ask = |request: String| {
         let socket = &socket;
         async move {
             socket
-                .send_to(request.as_bytes(), edge.sip())
+                .send_to(request.as_bytes(), server)
                 .await
                 .expect("send");
             next_datagram(socket, WAIT).await.expect("an answer").0

@@ -822,8 +822,26 @@ async fn connections_without_a_sip_message_are_closed_after_the_first_message_ti
 async fn unframeable_tcp_data_is_answered_400_before_the_close() {
     let cluster = Cluster::start(0);
     let edge = start_edge(&cluster, "edge-unframeable", &[]);
-    let mut stream = TcpStream::connect(edge.sip()).await.expect("connecting");
+    // A small receive buffer, not read from for a while: the edge's answers
+    // wait in its send queue, as they do toward a slow client.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(2048)
+        .expect("a small receive buffer");
+    let mut stream = socket.connect(edge.sip()).await.expect("connecting");
     let local = stream.local_addr().expect("local address");
+    let mut pipelined = String::new();
+    for i in 0..40 {
+        pipelined.push_str(&raw_options(
+            &format!("SIP/2.0/TCP {local};branch=z9hG4bKpipe{i};rport"),
+            &format!("pipe{i}@test"),
+        ));
+    }
+    stream
+        .write_all(pipelined.as_bytes())
+        .await
+        .expect("pipelined requests");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // A Content-Length that is not a number cannot be framed; more bytes
     // follow, as they do from a fuzzer or a confused peer, and are still
     // unread when the edge gives up on the stream.
@@ -833,12 +851,14 @@ async fn unframeable_tcp_data_is_answered_400_before_the_close() {
     )
     .replace("Content-Length: 0", "Content-Length: twelve")
     .into_bytes();
-    garbage.extend(std::iter::repeat_n(b'x', 256 * 1024));
+    garbage.extend(std::iter::repeat_n(b'x', 64 * 1024));
     let (mut reader, mut writer) = stream.split();
     let send = async {
         let _ = writer.write_all(&garbage).await;
     };
     let receive = async {
+        // The edge has given up on the stream by now; only then read.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
         let _ = tokio::time::timeout(WAIT, async {
@@ -853,6 +873,16 @@ async fn unframeable_tcp_data_is_answered_400_before_the_close() {
         String::from_utf8_lossy(&answer).into_owned()
     };
     let (_, answer) = tokio::join!(send, receive);
-    assert!(answer.starts_with("SIP/2.0 400 "), "{answer:?}");
-    assert!(answer.contains("Call-ID: unframeable@test"), "{answer}");
+    assert_eq!(
+        answer.matches("SIP/2.0 200 ").count(),
+        40,
+        "every pipelined request is answered"
+    );
+    let last = answer.rfind("SIP/2.0 ").expect("answers");
+    assert!(
+        answer[last..].starts_with("SIP/2.0 400 "),
+        "the unframeable request is answered 400 last: {}",
+        &answer[last..]
+    );
+    assert!(answer[last..].contains("Call-ID: unframeable@test"));
 }

@@ -39,28 +39,6 @@ impl From<Response> for Outcome {
     }
 }
 
-/// Handles one received message on the transport's own task as far as it
-/// can, and hands it a task of its own only if it has to wait.
-///
-/// Most messages are answered without waiting for anything (a
-/// single-process node calls its services in-process, a UDP send does not
-/// block), so most need no task: no allocation and copy of a task, no
-/// hand-off to another worker thread and no wake-up of one. A message that
-/// must wait (a remote service call, a full connection queue) continues in
-/// its own task, so the transport goes on reading meanwhile. A future may
-/// be polled from different tasks: each poll registers the waker it is
-/// given, and the spawned task's first poll registers its own.
-pub async fn handle(edge: &Arc<Edge>, data: Bytes, source: Source) {
-    let mut handling = Box::pin(receive(edge.clone(), data, source));
-    let done = std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(std::future::Future::poll(handling.as_mut(), cx).is_ready())
-    })
-    .await;
-    if !done {
-        tokio::spawn(handling);
-    }
-}
-
 /// Handles one received message (datagram or framed stream message).
 pub async fn receive(edge: Arc<Edge>, data: Bytes, source: Source) {
     let message = match sip::parse_with(data.clone(), &edge.config.limits) {
