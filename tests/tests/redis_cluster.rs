@@ -265,3 +265,90 @@ async fn presence_flows_across_edges_on_a_three_master_redis_cluster() {
         );
     }
 }
+
+/// A resharding during traffic is invisible: while one presentity's slot
+/// is held in migration (IMPORTING on the target, MIGRATING on the owner)
+/// for seconds, every PUBLISH for it is answered 200, a new SUBSCRIBE is
+/// accepted, and the watcher gets a NOTIFY carrying each change; the same
+/// once the slot has been handed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_served_while_its_slot_migrates() {
+    let cluster = ClusterOnRedisCluster::start();
+    let aor = "mover@example.com";
+    let token = cluster.tokens.token(aor);
+    let mut publisher = Ua::udp(aor, cluster.edge(0)).await;
+    assert_eq!(publisher.register(Some(&token), 600).await.status(), 200);
+    let watcher_aor = "watcher-of-mover@example.com";
+    let watcher_token = cluster.tokens.token(watcher_aor);
+    let mut watcher = Ua::udp(watcher_aor, cluster.edge(1)).await;
+    let (response, _dialog) = watcher.subscribe(aor, &watcher_token, 300).await;
+    assert_eq!(response.status(), 200, "SUBSCRIBE before the migration");
+    watcher.next_notify(WAIT).await.expect("initial NOTIFY");
+    let published = publisher
+        .publish(&token, None, Some(&pidf(aor, "open", "before")), 600)
+        .await;
+    assert_eq!(published.status(), 200, "PUBLISH before the migration");
+    let mut etag = published
+        .headers()
+        .sip_etag()
+        .expect("SIP-ETag")
+        .to_string();
+    expect_note(&mut watcher, "before").await;
+
+    let key = format!("pres:{{{aor}}}");
+    let slot = cluster.redis.slot_of(&key).expect("slot");
+    let from = cluster.owner(&key);
+    let to = (from + 1) % 3;
+    let migration = cluster
+        .redis
+        .begin_migration(slot, to)
+        .expect("slot put in migration");
+    // Several seconds of traffic in the migrating slot: each answer must
+    // be 200 (no 503 after a timeout), each change must reach the watcher.
+    let mut late_watcher = None;
+    for round in 0..6 {
+        let note = format!("during migration {round}");
+        let modified = publisher
+            .publish(&token, Some(&etag), Some(&pidf(aor, "open", &note)), 600)
+            .await;
+        assert_eq!(modified.status(), 200, "PUBLISH in round {round}");
+        etag = modified.headers().sip_etag().expect("SIP-ETag").to_string();
+        expect_note(&mut watcher, &note).await;
+        if round == 2 {
+            // A subscription that starts during the migration.
+            let aor2 = "late-watcher@example.com";
+            let token2 = cluster.tokens.token(aor2);
+            let mut late = Ua::udp(aor2, cluster.edge(0)).await;
+            let (response, _dialog) = late.subscribe(aor, &token2, 300).await;
+            assert_eq!(response.status(), 200, "SUBSCRIBE during the migration");
+            expect_note(&mut late, &note).await;
+            late_watcher = Some(late);
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(cluster.owner(&key), from, "the slot was still migrating");
+
+    cluster
+        .redis
+        .finish_migration(migration)
+        .expect("slot handed over");
+    assert_eq!(cluster.owner(&key), to);
+    let modified = publisher
+        .publish(&token, Some(&etag), Some(&pidf(aor, "open", "after")), 600)
+        .await;
+    assert_eq!(modified.status(), 200, "PUBLISH after the migration");
+    assert!(cluster.exists_on_owner(&key), "record moved with its slot");
+    // The feeds re-subscribed at the new owner and re-read: every later
+    // NOTIFY carries the latest state.
+    let mut late = late_watcher.expect("late watcher");
+    for ua in [&mut watcher, &mut late] {
+        let mut seen = false;
+        while let Some(notify) = ua.next_notify(WAIT).await {
+            if body(&notify).contains("after") {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "{}: no NOTIFY after the migration", ua.aor);
+    }
+}
