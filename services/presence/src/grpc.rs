@@ -1,22 +1,24 @@
 //! `presence.v1` over gRPC: a thin adapter between protobuf messages and the
 //! compositor / subscription types.
 
+mod convert;
+mod status;
+
 use bytes::Bytes;
 use contract::now_ms;
 use grpc_auth::Caller;
-use pidf::Basic;
 use rpc::presence::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::compositor::{status_name, PresenceView};
+use self::convert::status_to_pb;
+pub use self::convert::{rules_from_pb, rules_to_pb, state_to_pb};
+use self::status::{publish_status, rules_status, store_status, subscription_status};
 use crate::ownership::Ownership;
-use crate::rules::{self, Action, RuleSet, RulesError};
+use crate::rules::{self, Action, RuleSet};
 use crate::sources::{parse_status, SetSourceCommand, SourceContent};
 use crate::subscriptions::SubscriptionStatus;
 use crate::watch::{WatchHub, WatchRequest};
-use crate::{
-    Compositor, PublishCommand, PublishError, SubscribeCommand, SubscriptionError, Subscriptions,
-};
+use crate::{Compositor, PublishCommand, SubscribeCommand, Subscriptions};
 
 /// Upper bound on presentities in one BatchGetPresence.
 const MAX_BATCH: usize = 1000;
@@ -46,114 +48,6 @@ impl PresenceService {
     pub fn into_server(self) -> pb::presence_server::PresenceServer<Self> {
         pb::presence_server::PresenceServer::new(self)
     }
-}
-
-fn too_brief(min_expires: u32) -> Status {
-    let mut status = Status::out_of_range(format!("interval too brief; minimum {min_expires}s"));
-    if let Ok(value) = min_expires.to_string().parse() {
-        status.metadata_mut().insert("min-expires", value);
-    }
-    status
-}
-
-fn publish_status(error: PublishError) -> Status {
-    match error {
-        PublishError::UnknownEtag(_) => Status::failed_precondition(error.to_string()),
-        PublishError::IntervalTooBrief { min_expires } => too_brief(min_expires),
-        PublishError::UnsupportedMediaType(_) => Status::unimplemented(error.to_string()),
-        PublishError::BadRequest(_) => Status::invalid_argument(error.to_string()),
-        PublishError::Store(_) | PublishError::Contended(_) => {
-            Status::unavailable(error.to_string())
-        }
-    }
-}
-
-fn subscription_status(error: SubscriptionError) -> Status {
-    match error {
-        SubscriptionError::NotFound(_) => Status::not_found(error.to_string()),
-        SubscriptionError::IntervalTooBrief { min_expires } => too_brief(min_expires),
-        SubscriptionError::Forbidden(_) => Status::permission_denied(error.to_string()),
-        SubscriptionError::Store(_) | SubscriptionError::Rules(_) => {
-            Status::unavailable(error.to_string())
-        }
-    }
-}
-
-/// Converts a composed view to its protobuf form.
-pub fn state_to_pb(view: PresenceView) -> pb::PresenceState {
-    pb::PresenceState {
-        presentity: view.presentity,
-        version: view.version,
-        pidf: Bytes::from(view.pidf).to_vec(),
-        basic: match view.basic {
-            Basic::Open => pb::Basic::Open as i32,
-            Basic::Closed => pb::Basic::Closed as i32,
-        },
-        status: status_name(&view.status),
-        note: view.note.unwrap_or_default(),
-    }
-}
-
-fn status_to_pb(status: SubscriptionStatus) -> i32 {
-    let status = match status {
-        SubscriptionStatus::Active => pb::SubscriptionStatus::Active,
-        SubscriptionStatus::Pending => pb::SubscriptionStatus::Pending,
-        SubscriptionStatus::Terminated => pb::SubscriptionStatus::Terminated,
-    };
-    status as i32
-}
-
-/// Converts a rule set to its protobuf form.
-pub fn rules_to_pb(rules: RuleSet) -> pb::Rules {
-    pb::Rules {
-        default_action: rules
-            .default
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default(),
-        watchers: rules
-            .watchers
-            .into_iter()
-            .map(|(k, a)| (k, a.as_str().to_string()))
-            .collect(),
-        domains: rules
-            .domains
-            .into_iter()
-            .map(|(k, a)| (k, a.as_str().to_string()))
-            .collect(),
-    }
-}
-
-fn action(name: &str) -> Result<Action, Status> {
-    Action::parse(name).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "unknown action {name:?}: use allow, block, polite-block or confirm"
-        ))
-    })
-}
-
-/// Converts protobuf rules to the plain form, refusing unknown actions.
-pub fn rules_from_pb(rules: pb::Rules) -> Result<RuleSet, Status> {
-    let default = match rules.default_action.trim() {
-        "" => None,
-        name => Some(action(name)?),
-    };
-    let mut set = RuleSet {
-        default,
-        ..RuleSet::default()
-    };
-    for (watcher, name) in rules.watchers {
-        set.watchers
-            .insert(rules::normalise(&watcher), action(&name)?);
-    }
-    for (domain, name) in rules.domains {
-        set.domains
-            .insert(domain.trim().to_ascii_lowercase(), action(&name)?);
-    }
-    Ok(set)
-}
-
-fn rules_status(error: RulesError) -> Status {
-    Status::unavailable(error.to_string())
 }
 
 /// The name stored as publisher of what an application sets: its token's
@@ -224,7 +118,7 @@ impl pb::presence_server::Presence for PresenceService {
             .compositor
             .view(&presentity)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(state_to_pb(view)))
     }
 
@@ -242,7 +136,7 @@ impl pb::presence_server::Presence for PresenceService {
             .compositor
             .views(&presentities)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::BatchGetPresenceResponse {
             states: views.into_iter().map(state_to_pb).collect(),
         }))
@@ -366,7 +260,7 @@ impl pb::presence_server::Presence for PresenceService {
             .subscriptions
             .watchers(&presentity)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::ListWatchersResponse {
             watchers: watchers.into_iter().map(Into::into).collect(),
         }))
@@ -380,7 +274,7 @@ impl pb::presence_server::Presence for PresenceService {
         require("presentity", &presentity)?;
         let rules = rules::load(self.compositor.backend().as_ref(), &presentity)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::RulesResponse {
             rules: Some(rules_to_pb(rules)),
             subscriptions_changed: 0,
@@ -440,7 +334,7 @@ impl pb::presence_server::Presence for PresenceService {
             .subscriptions
             .unsubscribe(&r.presentity, &r.dialog_id)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::UnsubscribeResponse { removed }))
     }
 
@@ -458,18 +352,18 @@ impl pb::presence_server::Presence for PresenceService {
             self.ownership
                 .release(&r.edge_id)
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(store_status)?;
             return Ok(Response::new(pb::RenewLeaseResponse::default()));
         }
         // The epoch first: renewing re-creates the lease in an emptied
         // backend, and the edge must hear of the loss in the same answer.
         let state_epoch = crate::epoch::current(self.compositor.backend().as_ref())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         self.ownership
             .renew(&r.edge_id, r.ttl_ms, now_ms())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         Ok(Response::new(pb::RenewLeaseResponse { state_epoch }))
     }
 
@@ -502,7 +396,7 @@ impl pb::presence_server::Presence for PresenceService {
                 .subscriptions
                 .restore(&held.presentity, dialog, held.expires_in_ms, now)
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(store_status)?;
             let state = match views.get(&held.presentity) {
                 Some(state) => state.clone(),
                 None => {
@@ -510,7 +404,7 @@ impl pb::presence_server::Presence for PresenceService {
                         .compositor
                         .view(&held.presentity)
                         .await
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                        .map_err(store_status)?;
                     let state = state_to_pb(view);
                     views.insert(held.presentity.clone(), state.clone());
                     state
@@ -544,7 +438,7 @@ impl pb::presence_server::Presence for PresenceService {
             .ownership
             .claim(&r.edge_id, r.max.clamp(1, 1000) as usize, now_ms())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         if !claimed.is_empty() {
             tracing::info!(edge = %r.edge_id, dialogs = claimed.len(), "dialogs taken over");
         }
@@ -554,11 +448,11 @@ impl pb::presence_server::Presence for PresenceService {
                 self.subscriptions
                     .watchers(&c.record.presentity)
                     .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?
+                    .map_err(store_status)?
             } else {
                 Vec::new()
             };
-            let view = if c.record.masked || c.record.status == SubscriptionStatus::Pending {
+            let view = if crate::subscriptions::shows_neutral(c.record.status, c.record.masked) {
                 crate::subscriptions::neutral_view(&c.record.presentity)
             } else {
                 c.view
@@ -624,7 +518,7 @@ impl PresenceService {
             .ownership
             .hand_over(edge_id, dialogs)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(store_status)?;
         tracing::info!(edge = %edge_id, offered, written, "dialogs handed over");
         Ok(())
     }
