@@ -8,14 +8,30 @@
 //! NOTIFYs ([`dialogs`]).
 //!
 //! Map of the crate:
-//! * [`transport`] — UDP and TCP listeners, and sending to a peer.
+//! * [`transport`] — UDP, TCP, TLS and WebSocket (WS/WSS, RFC 7118)
+//!   listeners, connection caps, and sending to a peer; received messages
+//!   go to a handler.
 //! * [`transaction`] — RFC 3261 §17 non-INVITE server and client transactions.
-//! * [`authn`] — who sent a request (RFC 8898 bearer tokens).
-//! * [`methods`] — one file per SIP method the edge serves.
-//! * [`dialogs`] — the dialogs this edge holds and their NOTIFY senders.
-//! * [`fanout`] — channel messages to NOTIFYs.
-//! * [`replicas`] — client-side balancing over the services' replicas.
+//! * [`limits`] — request rate limits, before authentication.
+//! * [`authn`] — who sent a request: bearer tokens (RFC 8898), Digest
+//!   (RFC 2617, RFC 8760) against an HA1 file, trusted peers' asserted
+//!   identities (RFC 3325), by source network and transport.
+//! * [`methods`] — the handler: one file per SIP method the edge serves.
+//! * [`packages`] — the event packages served (`presence`, `presence.winfo`):
+//!   Event name, body type and how each NOTIFY body is made.
+//! * [`dialogs`] — the dialogs this edge holds, their NOTIFY senders and
+//!   the NOTIFYs themselves.
+//! * [`fanout`] — channel messages to dialogs.
+//! * [`lease`] — the edge's lease, claims of gone edges' dialogs, restoring
+//!   records after a loss of state; [`drain`] — a draining edge.
+//! * [`services`] — the RPCs the edge makes; [`replicas`] — client-side
+//!   balancing over the services' replicas.
 //! * [`metrics`] — what the edge reports on `--metrics-listen`.
+//!
+//! Imports go one way: transport → methods → dialogs → dialogs::notify.
+//! What the edge shares with the services (dialog records, watcher entries,
+//! channel announcements, their protobuf forms) comes from the `contract`
+//! crate; the edge depends on no service crate.
 
 // Handlers answer a refused request with the SIP response itself
 // (`Result<_, sip::Response>`). A response is large because its headers are
