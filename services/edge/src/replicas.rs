@@ -12,7 +12,8 @@
 //! one: a connection that was never made carried nothing, so this retry is
 //! safe for every operation. A call that fails after it was sent is not
 //! retried, because the replica may have applied it; the caller sees
-//! `UNAVAILABLE` (SIP 503 with Retry-After) and the replica is set aside.
+//! `UNAVAILABLE` (SIP 503 with Retry-After) and the replica is set aside,
+//! unless the call merely ran out of time: a slow replica is reachable.
 //! The whole call, retries included, keeps the one deadline it was given.
 
 use std::collections::HashSet;
@@ -340,7 +341,13 @@ impl Shared {
                 }
                 Ok(Err(error)) => {
                     let error: StdError = Box::new(error);
-                    self.set_aside(addr, &error);
+                    // A call that ran out of time reached a replica that is
+                    // slow to answer (its store redirecting or retrying),
+                    // not one that is unreachable: setting it aside would
+                    // only push its share of calls onto the others.
+                    if !timed_out(error.as_ref()) {
+                        self.set_aside(addr, &error);
+                    }
                     if !never_sent(error.as_ref()) {
                         return Err(boxed(Status::unavailable(format!(
                             "{} replica {addr} failed: {}",
@@ -374,6 +381,18 @@ fn never_sent(error: &(dyn StdErrorTrait + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
         if error.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Whether the call ended because its gRPC deadline passed.
+fn timed_out(error: &(dyn StdErrorTrait + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.downcast_ref::<tonic::TimeoutExpired>().is_some() {
             return true;
         }
         source = error.source();
@@ -517,6 +536,65 @@ mod tests {
             .filter(|r| r.set_aside_until.is_some())
             .count();
         assert_eq!(set_aside, 2);
+        Ok(())
+    }
+
+    /// A replica that answers, only slowly, stays in the rotation when a
+    /// call to it runs out of time (here its own `grpc-timeout`).
+    #[tokio::test]
+    async fn a_slow_replica_is_not_set_aside() -> Result<(), Box<dyn std::error::Error>> {
+        #[derive(Clone)]
+        struct Slow;
+        impl tonic::server::NamedService for Slow {
+            const NAME: &'static str = "presence.v1.Presence";
+        }
+        impl Service<http::Request<Body>> for Slow {
+            type Response = http::Response<Body>;
+            type Error = std::convert::Infallible;
+            type Future = BoxFuture<Self::Response, Self::Error>;
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Ok(http::Response::new(Body::empty()))
+                })
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Slow)
+                .serve(addr),
+        );
+        let mut replicas = Replicas::new(
+            "presence",
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(2),
+        )?;
+        // Wait until the server accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "test server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let request = http::Request::builder()
+            .uri("http://presence/presence.v1.Presence/GetPresence")
+            .header("grpc-timeout", "300m")
+            .body(Body::empty())?;
+        assert!(
+            replicas.call(request).await.is_err(),
+            "the slow call timed out"
+        );
+        let set_aside = lock(&replicas.shared.replicas)
+            .iter()
+            .filter(|r| r.set_aside_until.is_some())
+            .count();
+        assert_eq!(set_aside, 0);
         Ok(())
     }
 }
