@@ -27,10 +27,15 @@ pub fn api_bearer_config(mut config: BearerConfig) -> BearerConfig {
     config
 }
 
-/// How a gRPC server authenticates its callers. Without a key source or an
-/// introspection endpoint the API is open to anyone who can reach it.
+/// Where bearer tokens come from and which ones are accepted: the one
+/// definition of the `--auth-*` token-provider flags, flattened into the
+/// gRPC servers' [`ApiAuthArgs`] and into the SIP edge's authentication
+/// flags, so both read the same names, environment variables and defaults.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ApiAuthArgs {
+pub struct BearerArgs {
+    /// Realm named in challenges (`WWW-Authenticate`).
+    #[arg(long, env = "AUTH_REALM", default_value = "presence")]
+    pub auth_realm: String,
     /// JWKS document on disk (re-read periodically, so replacing it rotates keys).
     #[arg(long, env = "AUTH_JWKS_FILE")]
     pub auth_jwks_file: Option<PathBuf>,
@@ -46,7 +51,8 @@ pub struct ApiAuthArgs {
     /// Accepted token audiences (`aud`), comma-separated.
     #[arg(long, env = "AUTH_AUDIENCE", value_delimiter = ',')]
     pub auth_audience: Vec<String>,
-    /// Claim naming the caller.
+    /// Claim naming the caller (`sub`, `preferred_username`, `sip_uri`,
+    /// `email`, ...).
     #[arg(long, env = "AUTH_IDENTITY_CLAIM", default_value = "sub")]
     pub auth_identity_claim: String,
     /// RFC 7662 introspection endpoint for opaque tokens.
@@ -63,42 +69,70 @@ pub struct ApiAuthArgs {
         hide_env_values = true
     )]
     pub auth_introspection_client_secret: String,
-    /// Realm named in `www-authenticate` challenges.
-    #[arg(long, env = "AUTH_REALM", default_value = "presence")]
-    pub auth_realm: String,
 }
 
-impl ApiAuthArgs {
-    /// The bearer configuration, or `None` when no provider is configured.
-    pub fn bearer_config(&self) -> Option<BearerConfig> {
-        let jwks = if let Some(path) = &self.auth_jwks_file {
+impl BearerArgs {
+    /// Whether a token provider (keys or introspection) is configured.
+    pub fn has_provider(&self) -> bool {
+        self.key_source().is_some() || self.auth_introspection_url.is_some()
+    }
+
+    /// The signing keys' source: a file, else a URL, else discovery.
+    pub fn key_source(&self) -> Option<KeySource> {
+        if let Some(path) = &self.auth_jwks_file {
             Some(KeySource::File(path.clone()))
         } else if let Some(url) = &self.auth_jwks_url {
             Some(KeySource::Url(url.clone()))
         } else {
             self.auth_discovery_url.clone().map(KeySource::Discovery)
-        };
-        let introspection =
-            self.auth_introspection_url
-                .as_ref()
-                .map(|url| auth::IntrospectionConfig {
-                    url: url.clone(),
-                    client_id: self.auth_introspection_client_id.clone(),
-                    client_secret: self.auth_introspection_client_secret.clone(),
-                    auth_method: auth::ClientAuthMethod::Basic,
-                });
-        if jwks.is_none() && introspection.is_none() {
-            return None;
         }
-        Some(api_bearer_config(BearerConfig {
+    }
+
+    /// The introspection client, authenticating with `auth_method`.
+    pub fn introspection(
+        &self,
+        auth_method: auth::ClientAuthMethod,
+    ) -> Option<auth::IntrospectionConfig> {
+        self.auth_introspection_url
+            .as_ref()
+            .map(|url| auth::IntrospectionConfig {
+                url: url.clone(),
+                client_id: self.auth_introspection_client_id.clone(),
+                client_secret: self.auth_introspection_client_secret.clone(),
+                auth_method,
+            })
+    }
+
+    /// The bearer configuration these flags describe, every other setting at
+    /// its default.
+    pub fn bearer_config(&self) -> BearerConfig {
+        BearerConfig {
             realm: self.auth_realm.clone(),
             issuers: self.auth_issuer.clone(),
             audiences: self.auth_audience.clone(),
-            jwks,
-            introspection,
+            jwks: self.key_source(),
+            introspection: self.introspection(auth::ClientAuthMethod::Basic),
             identity_claim: self.auth_identity_claim.clone(),
             ..BearerConfig::default()
-        }))
+        }
+    }
+}
+
+/// How a gRPC server authenticates its callers. Without a key source or an
+/// introspection endpoint the API is open to anyone who can reach it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApiAuthArgs {
+    /// The token provider.
+    #[command(flatten)]
+    pub bearer: BearerArgs,
+}
+
+impl ApiAuthArgs {
+    /// The bearer configuration, or `None` when no provider is configured.
+    pub fn bearer_config(&self) -> Option<BearerConfig> {
+        self.bearer
+            .has_provider()
+            .then(|| api_bearer_config(self.bearer.bearer_config()))
     }
 
     /// The authentication of a server with `policy`. Without a provider the
@@ -242,5 +276,66 @@ pub fn minted(
     TokenSource::Minted {
         mint: std::sync::Arc::new(mint),
         renew_every,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Server {
+        #[command(flatten)]
+        auth: ApiAuthArgs,
+    }
+
+    fn parse(args: &[&str]) -> ApiAuthArgs {
+        Server::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+            .unwrap()
+            .auth
+    }
+
+    #[test]
+    fn the_provider_flags_make_the_bearer_configuration() {
+        assert!(parse(&[]).bearer_config().is_none());
+        let config = parse(&[
+            "--auth-jwks-url",
+            "https://idp.test/jwks",
+            "--auth-discovery-url",
+            "https://idp.test",
+            "--auth-issuer",
+            "https://idp.test,https://other.test",
+            "--auth-audience",
+            "presence",
+            "--auth-realm",
+            "cluster",
+            "--auth-identity-claim",
+            "client_id",
+            "--auth-introspection-url",
+            "https://idp.test/introspect",
+            "--auth-introspection-client-id",
+            "edge",
+        ])
+        .bearer_config()
+        .unwrap();
+        // A JWKS URL wins over discovery; the API checks scopes per RPC.
+        assert_eq!(
+            config.jwks,
+            Some(KeySource::Url("https://idp.test/jwks".into()))
+        );
+        assert_eq!(config.issuers, ["https://idp.test", "https://other.test"]);
+        assert_eq!(config.audiences, ["presence"]);
+        assert_eq!(config.realm, "cluster");
+        assert_eq!(config.identity_claim, "client_id");
+        assert_eq!(config.default_domain.as_deref(), Some(SERVICE_DOMAIN));
+        assert_eq!(config.scopes, ScopePolicy::disabled());
+        let introspection = config.introspection.unwrap();
+        assert_eq!(introspection.url, "https://idp.test/introspect");
+        assert_eq!(introspection.client_id, "edge");
+
+        let introspection_only = parse(&["--auth-introspection-url", "https://idp.test/i"]);
+        assert!(introspection_only.bearer.has_provider());
+        assert_eq!(introspection_only.bearer_config().unwrap().jwks, None);
     }
 }

@@ -16,6 +16,6 @@ pub mod client;
 pub mod server;
 
 pub use access::{Access, AccessPolicy, SCOPE_ADMIN, SCOPE_INTERNAL, SCOPE_READ, SCOPE_WRITE};
-pub use args::{api_bearer_config, ApiAuthArgs, ServiceTokenArgs};
+pub use args::{api_bearer_config, ApiAuthArgs, BearerArgs, ServiceTokenArgs};
 pub use client::{ClientCredentials, CredentialsError, ServiceCredentials, TokenSource};
 pub use server::{ApiAuth, ApiAuthLayer, ApiAuthService, Caller};

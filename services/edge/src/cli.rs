@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use auth::digest::{DigestAlgorithm, DigestAuthenticator, DigestConfig};
 use auth::peers::TrustedPeers;
-use auth::{BearerConfig, BearerValidator, KeySource, ScopePolicy};
+use auth::{BearerConfig, BearerValidator, ScopePolicy};
 use clap::Args;
 
 use crate::authn::{Authenticator, Ha1Credentials, ModeRule, Policy, Schemes, HA1_RELOAD_INTERVAL};
@@ -282,24 +282,10 @@ pub struct AuthArgs {
     /// P-Asserted-Identity is believed; ignored from everyone else.
     #[arg(long, env = "AUTH_TRUSTED_PEERS", value_delimiter = ',')]
     pub auth_trusted_peer: Vec<String>,
-    /// Realm in WWW-Authenticate challenges.
-    #[arg(long, env = "AUTH_REALM", default_value = "presence")]
-    pub auth_realm: String,
-    /// JWKS document on disk.
-    #[arg(long, env = "AUTH_JWKS_FILE")]
-    pub auth_jwks_file: Option<PathBuf>,
-    /// JWKS document URL.
-    #[arg(long, env = "AUTH_JWKS_URL")]
-    pub auth_jwks_url: Option<String>,
-    /// OpenID Connect issuer or discovery document URL (its jwks_uri is used).
-    #[arg(long, env = "AUTH_DISCOVERY_URL")]
-    pub auth_discovery_url: Option<String>,
-    /// Accepted token issuers (`iss`), comma-separated.
-    #[arg(long, env = "AUTH_ISSUER", value_delimiter = ',')]
-    pub auth_issuer: Vec<String>,
-    /// Accepted token audiences (`aud`), comma-separated.
-    #[arg(long, env = "AUTH_AUDIENCE", value_delimiter = ',')]
-    pub auth_audience: Vec<String>,
+    /// The token provider: realm, keys, issuers, audiences, identity claim
+    /// and introspection (the same flags as the gRPC servers').
+    #[command(flatten)]
+    pub bearer: grpc_auth::BearerArgs,
     /// Allowed JWS algorithms (default RS256,RS384,RS512,PS256,ES256,ES384,EdDSA);
     /// `none` and HMAC are always refused.
     #[arg(long, env = "AUTH_ALGORITHMS", value_delimiter = ',')]
@@ -312,24 +298,9 @@ pub struct AuthArgs {
     /// REGISTER=sip:register,PUBLISH=sip:presence,SUBSCRIBE=sip:presence.
     #[arg(long, env = "AUTH_SCOPES", value_delimiter = ',')]
     pub auth_scopes: Vec<String>,
-    /// Claim that names the SIP user (`sub`, `preferred_username`, `sip_uri`, `email`, ...).
-    #[arg(long, env = "AUTH_IDENTITY_CLAIM", default_value = "sub")]
-    pub auth_identity_claim: String,
     /// Domain appended to a bare user name in the identity claim.
     #[arg(long, env = "AUTH_DEFAULT_DOMAIN")]
     pub auth_default_domain: Option<String>,
-    /// RFC 7662 introspection endpoint for opaque tokens.
-    #[arg(long, env = "AUTH_INTROSPECTION_URL")]
-    pub auth_introspection_url: Option<String>,
-    #[arg(long, env = "AUTH_INTROSPECTION_CLIENT_ID", default_value = "")]
-    pub auth_introspection_client_id: String,
-    #[arg(
-        long,
-        env = "AUTH_INTROSPECTION_CLIENT_SECRET",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub auth_introspection_client_secret: String,
     /// How the introspection client authenticates: `basic`
     /// (client_secret_basic) or `post` (client_secret_post).
     #[arg(long, env = "AUTH_INTROSPECTION_AUTH_METHOD", default_value = "basic")]
@@ -376,10 +347,7 @@ pub struct AuthArgs {
 impl AuthArgs {
     /// Whether a key source or introspection endpoint was configured.
     pub fn has_provider(&self) -> bool {
-        self.auth_jwks_file.is_some()
-            || self.auth_jwks_url.is_some()
-            || self.auth_discovery_url.is_some()
-            || self.auth_introspection_url.is_some()
+        self.bearer.has_provider()
     }
 
     /// The default schemes and the per-source rules.
@@ -435,15 +403,6 @@ impl AuthArgs {
     /// audience when no provider is configured (the single-process node's
     /// development issuer).
     pub fn bearer_config(&self, dev: Option<BearerConfig>) -> anyhow::Result<BearerConfig> {
-        let jwks = if let Some(path) = &self.auth_jwks_file {
-            Some(KeySource::File(path.clone()))
-        } else if let Some(url) = &self.auth_jwks_url {
-            Some(KeySource::Url(url.clone()))
-        } else {
-            self.auth_discovery_url
-                .as_ref()
-                .map(|url| KeySource::Discovery(url.clone()))
-        };
         let algorithms = if self.auth_algorithms.is_empty() {
             BearerConfig::default().algorithms
         } else {
@@ -468,25 +427,13 @@ impl AuthArgs {
             ),
         };
         let configured = BearerConfig {
-            realm: self.auth_realm.clone(),
-            issuers: self.auth_issuer.clone(),
-            audiences: self.auth_audience.clone(),
-            jwks,
             algorithms,
             leeway_secs: self.auth_leeway_s,
-            identity_claim: self.auth_identity_claim.clone(),
             default_domain: self.auth_default_domain.clone(),
-            introspection: self.auth_introspection_url.as_ref().map(|url| {
-                auth::IntrospectionConfig {
-                    url: url.clone(),
-                    client_id: self.auth_introspection_client_id.clone(),
-                    client_secret: self.auth_introspection_client_secret.clone(),
-                    auth_method,
-                }
-            }),
+            introspection: self.bearer.introspection(auth_method),
             scopes: self.scope_policy()?,
             authz_server: self.auth_authz_server.clone(),
-            ..BearerConfig::default()
+            ..self.bearer.bearer_config()
         };
         Ok(match dev {
             Some(dev) if !self.has_provider() => BearerConfig {
@@ -534,7 +481,7 @@ impl AuthArgs {
             .auth_digest_realm
             .clone()
             .or_else(|| self.auth_default_domain.clone())
-            .unwrap_or_else(|| self.auth_realm.clone());
+            .unwrap_or_else(|| self.bearer.auth_realm.clone());
         tracing::info!(
             %realm,
             users = credentials.users(),
