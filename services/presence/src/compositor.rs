@@ -487,8 +487,11 @@ impl Compositor {
     }
 
     /// Removes the expired publications of a presentity the sweeper found
-    /// due. Returns the new version when this call changed the state — only
-    /// one caller can, so watchers are notified of an expiry exactly once.
+    /// due, and composes the registration-driven state whose hold-off
+    /// ended (`fallback_at_ms`). Returns the new version when this call
+    /// changed the state — only one caller can, so watchers are notified of
+    /// an expiry exactly once. (A hold-off's end counts in the sweeper's
+    /// statistics as an expiry: it is the delayed half of one.)
     pub async fn expire(&self, presentity: &str, now_ms: u64) -> Result<Option<u64>, PublishError> {
         for _ in 0..CAS_ATTEMPTS {
             let (rev, mut record) = self.load(presentity).await?;
