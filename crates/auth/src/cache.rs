@@ -96,7 +96,7 @@ impl TokenCache {
     /// The cached result for `key`, if present and not expired at `now_ms`.
     pub(crate) fn get(&self, key: &TokenKey, now_ms: u64) -> Option<Result<Identity, AuthError>> {
         let shard = self.shard(key)?;
-        let mut guard = locks::lock(&shard);
+        let mut guard = locks::lock(shard);
         let entry = guard.get(key)?;
         if now_ms >= entry.expires_at_ms {
             guard.pop(key);
@@ -120,7 +120,7 @@ impl TokenCache {
 
     fn insert(&self, key: TokenKey, outcome: Outcome, expires_at_ms: u64) {
         if let Some(shard) = self.shard(&key) {
-            let mut guard = locks::lock(&shard);
+            let mut guard = locks::lock(shard);
             guard.put(
                 key,
                 Entry {
@@ -133,7 +133,7 @@ impl TokenCache {
 
     /// Number of entries currently held (expired ones included until touched or evicted).
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| locks::lock(&s).len()).sum()
+        self.shards.iter().map(|s| locks::lock(s).len()).sum()
     }
 }
 

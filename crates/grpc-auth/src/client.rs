@@ -164,7 +164,7 @@ impl ServiceCredentials {
     /// The `authorization` value to send now, if any.
     pub fn current(&self) -> Option<MetadataValue<Ascii>> {
         let slot = self.slot.as_ref()?;
-        let guard = locks::read(&slot);
+        let guard = locks::read(slot);
         guard.clone()
     }
 }
