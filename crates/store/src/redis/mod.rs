@@ -90,6 +90,19 @@
 //! disconnected `watch` still succeeds, and the resubscription (followed by
 //! a resync) covers it. Messages are filtered against the watched set on
 //! delivery, so nothing of an entity arrives after its `unwatch` returns.
+//!
+//! [`Backend`]: crate::Backend
+//! [`Backend::cas_record`]: crate::Backend::cas_record
+//! [`Backend::claim_due`]: crate::Backend::claim_due
+//! [`Backend::get_records`]: crate::Backend::get_records
+//! [`Backend::map_take`]: crate::Backend::map_take
+//! [`Backend::release`]: crate::Backend::release
+//! [`FeedItem::Resync`]: crate::FeedItem::Resync
+//! [`Key`]: crate::Key
+//! [`Schedule::Bindings`]: crate::Schedule::Bindings
+//! [`Schedule::Leases`]: crate::Schedule::Leases
+//! [`Schedule::Publications`]: crate::Schedule::Publications
+//! [`Schedule::Subscriptions`]: crate::Schedule::Subscriptions
 
 mod backend;
 mod feed;
