@@ -129,9 +129,7 @@ impl ServerTransactions {
 
     /// Starts a transaction or recognises a retransmission.
     pub fn begin(&self, key: &TransactionKey) -> Begin {
-        let Ok(mut table) = self.table.lock() else {
-            return Begin::New;
-        };
+        let mut table = locks::lock(&self.table);
         let Table {
             by_branch,
             len,
@@ -174,19 +172,15 @@ impl ServerTransactions {
     /// Whether a transaction other than a CANCEL is open under the branch
     /// of `cancel` — the request a CANCEL cancels (RFC 3261 §9.2).
     pub fn has_cancelled_request(&self, cancel: &TransactionKey) -> bool {
-        self.table.lock().is_ok_and(|table| {
-            table
-                .by_branch
-                .get(&Self::branch(cancel))
-                .is_some_and(|entries| entries.iter().any(|e| e.method != "CANCEL"))
-        })
+        locks::lock(&self.table)
+            .by_branch
+            .get(&Self::branch(cancel))
+            .is_some_and(|entries| entries.iter().any(|e| e.method != "CANCEL"))
     }
 
     /// Records the final response; kept for retransmissions on UDP only.
     pub fn complete(&self, key: &TransactionKey, response: Bytes, source: Source) {
-        let Ok(mut table) = self.table.lock() else {
-            return;
-        };
+        let mut table = locks::lock(&self.table);
         let Table { by_branch, len, .. } = &mut *table;
         let branch = Self::branch(key);
         let Some(entries) = by_branch.get_mut(&branch) else {
@@ -209,9 +203,7 @@ impl ServerTransactions {
 
     /// Forgets a transaction whose handler produced no response (ACK).
     pub fn forget(&self, key: &TransactionKey) {
-        let Ok(mut table) = self.table.lock() else {
-            return;
-        };
+        let mut table = locks::lock(&self.table);
         let Table { by_branch, len, .. } = &mut *table;
         let branch = Self::branch(key);
         if let Some(entries) = by_branch.get_mut(&branch) {
@@ -227,9 +219,7 @@ impl ServerTransactions {
     /// Drops transactions past Timer J (and abandoned ones past twice it).
     pub fn purge(&self) {
         let now = Instant::now();
-        let Ok(mut table) = self.table.lock() else {
-            return;
-        };
+        let mut table = locks::lock(&self.table);
         let Table {
             by_branch,
             len,
@@ -268,21 +258,17 @@ impl ServerTransactions {
     }
 
     pub fn len(&self) -> usize {
-        self.table.lock().map(|t| t.len).unwrap_or(0)
+        locks::lock(&self.table).len
     }
 
     /// Transactions whose handler has not answered yet (drain waits for them).
     pub fn in_progress(&self) -> usize {
-        self.table
-            .lock()
-            .map(|t| {
-                t.by_branch
-                    .values()
-                    .flatten()
-                    .filter(|e| matches!(e.state, ServerState::Proceeding))
-                    .count()
-            })
-            .unwrap_or(0)
+        locks::lock(&self.table)
+            .by_branch
+            .values()
+            .flatten()
+            .filter(|e| matches!(e.state, ServerState::Proceeding))
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -349,13 +335,9 @@ impl ClientTransactions {
         bytes: Bytes,
     ) -> Result<u16, ClientError> {
         let (tx, mut rx) = mpsc::channel(4);
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(branch.to_string(), tx);
-        }
+        locks::lock(&self.pending).insert(branch.to_string(), tx);
         let result = self.run(edge, protocol, remote, &mut rx, bytes).await;
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(branch);
-        }
+        locks::lock(&self.pending).remove(branch);
         result
     }
 
@@ -410,11 +392,7 @@ impl ClientTransactions {
     /// Hands a response to its waiting transaction. Returns false for a
     /// stray response (no such transaction).
     pub fn on_response(&self, branch: &str, status: u16) -> bool {
-        let sender = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|p| p.get(branch).cloned());
+        let sender = locks::lock(&self.pending).get(branch).cloned();
         match sender {
             Some(tx) => {
                 let _ = tx.try_send(status);

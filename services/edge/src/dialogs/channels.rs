@@ -11,9 +11,7 @@ impl Dialogs {
     /// directly or through the dialog it becomes.
     pub async fn hold(&self, presentity: &str) -> Result<(), store::StoreError> {
         let first = {
-            let Ok(mut index) = self.index.lock() else {
-                return Err(store::StoreError::Protocol("dialog index poisoned".into()));
-            };
+            let mut index = locks::lock(&self.index);
             let w = index.watched.entry(presentity.to_string()).or_default();
             w.holders += 1;
             w.holders == 1
@@ -30,9 +28,7 @@ impl Dialogs {
     /// Drops one holder of `presentity`; the channel is left with the last.
     pub async fn release(&self, presentity: &str) {
         let last = {
-            let Ok(mut index) = self.index.lock() else {
-                return;
-            };
+            let mut index = locks::lock(&self.index);
             match index.watched.get_mut(presentity) {
                 Some(w) if w.holders > 1 => {
                     w.holders -= 1;
@@ -55,14 +51,11 @@ impl Dialogs {
     /// A mark in the sequence of states heard on channels: what is heard
     /// after it was published after the mark was taken.
     pub fn mark(&self) -> u64 {
-        self.index.lock().map(|i| i.heard).unwrap_or(u64::MAX)
+        locks::lock(&self.index).heard
     }
 
     /// Presentities this edge hears (for resynchronisation after a gap).
     pub fn watched(&self) -> Vec<String> {
-        self.index
-            .lock()
-            .map(|i| i.watched.keys().cloned().collect())
-            .unwrap_or_default()
+        locks::lock(&self.index).watched.keys().cloned().collect()
     }
 }

@@ -54,9 +54,7 @@ impl Dialogs {
 
     fn start(&self, edge: &Arc<Edge>, dialog: NewDialog, acknowledged: bool) {
         let expires_at = Instant::now() + Duration::from_secs(u64::from(dialog.expires));
-        let Ok(mut index) = self.index.lock() else {
-            return;
-        };
+        let mut index = locks::lock(&self.index);
         // Something newer may have been heard while the subscription was
         // being set up.
         let latest = index
@@ -141,9 +139,7 @@ impl Dialogs {
     /// the dialog; dialogs that were ending are left out.
     pub async fn hand_over(&self, wait: Duration) -> Vec<GivenUp> {
         let entries: Vec<(String, Entry)> = {
-            let Ok(mut index) = self.index.lock() else {
-                return Vec::new();
-            };
+            let mut index = locks::lock(&self.index);
             index.by_presentity.clear();
             index.dialogs.drain().collect()
         };
@@ -173,16 +169,14 @@ impl Dialogs {
 
     /// The presentity a dialog of this edge watches.
     pub fn presentity_of(&self, dialog_id: &str) -> Option<String> {
-        let index = self.index.lock().ok()?;
+        let index = locks::lock(&self.index);
         index.dialogs.get(dialog_id).map(|e| e.presentity.clone())
     }
 
     /// A refresh was accepted: new expiry, and a NOTIFY with `version`'s
     /// state (or newer). False when the dialog is not held here.
     pub fn refresh(&self, dialog_id: &str, expires: u32, version: u64, pidf: &str) -> bool {
-        let Ok(mut index) = self.index.lock() else {
-            return false;
-        };
+        let mut index = locks::lock(&self.index);
         let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
             return false;
         };
@@ -210,9 +204,7 @@ impl Dialogs {
     /// now on it carries `pidf` (the neutral document when `masked`), and a
     /// NOTIFY goes out at once. False when the dialog is not held here.
     pub fn authorize(&self, dialog_id: &str, masked: bool, version: u64, pidf: &str) -> bool {
-        let Ok(index) = self.index.lock() else {
-            return false;
-        };
+        let index = locks::lock(&self.index);
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
@@ -244,9 +236,7 @@ impl Dialogs {
     /// `presence.winfo` dialogs (entries replaced or added; `terminated`
     /// ones removed and remembered, for the partial document's event).
     pub fn offer_watchers(&self, presentity: &str, changed: &[WatcherEntry]) {
-        let Ok(index) = self.index.lock() else {
-            return;
-        };
+        let index = locks::lock(&self.index);
         for entry in index.dialogs_of(presentity) {
             entry.signal.send_if_modified(|s| {
                 if s.mode != Mode::Winfo || changed.is_empty() {
@@ -282,9 +272,7 @@ impl Dialogs {
     /// reconnected client refreshes over its new one). False when the
     /// dialog is not held here.
     pub fn reroute(&self, dialog_id: &str, protocol: Protocol, remote: SocketAddr) -> bool {
-        let Ok(index) = self.index.lock() else {
-            return false;
-        };
+        let index = locks::lock(&self.index);
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
@@ -299,9 +287,7 @@ impl Dialogs {
     /// Ends a dialog with a final NOTIFY (`terminated;reason=...`). False when
     /// the dialog is not held here.
     pub fn terminate(&self, dialog_id: &str, reason: &str) -> bool {
-        let Ok(index) = self.index.lock() else {
-            return false;
-        };
+        let index = locks::lock(&self.index);
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
@@ -315,9 +301,7 @@ impl Dialogs {
 
     /// A new state of `presentity` was heard: offered to every dialog of it.
     pub fn offer(&self, presentity: &str, version: u64, pidf: &str, change: Change<'_>) {
-        let Ok(mut index) = self.index.lock() else {
-            return;
-        };
+        let mut index = locks::lock(&self.index);
         let pidf: Arc<str> = Arc::from(pidf);
         let trace: Option<Arc<str>> = change.trace.map(Arc::from);
         let heard = index.heard + 1;
@@ -354,9 +338,7 @@ impl Dialogs {
     /// Every live dialog as it stands now: destination, last CSeq and
     /// remaining time.
     pub fn held(&self) -> Vec<HeldDialog> {
-        let Ok(index) = self.index.lock() else {
-            return Vec::new();
-        };
+        let index = locks::lock(&self.index);
         let now = Instant::now();
         index
             .dialogs
@@ -389,9 +371,7 @@ impl Dialogs {
     /// replaced by a newer one. True when a NOTIFY is due; false when the
     /// dialog already has that state, has ended, or is not held here.
     pub fn reset(&self, dialog_id: &str, version: u64, pidf: &str, mark: u64) -> bool {
-        let Ok(mut index) = self.index.lock() else {
-            return false;
-        };
+        let mut index = locks::lock(&self.index);
         let Some(presentity) = index.dialogs.get(dialog_id).map(|e| e.presentity.clone()) else {
             return false;
         };
@@ -426,7 +406,7 @@ impl Dialogs {
 
     /// Number of dialogs held.
     pub fn len(&self) -> usize {
-        self.index.lock().map(|i| i.dialogs.len()).unwrap_or(0)
+        locks::lock(&self.index).dialogs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -435,9 +415,7 @@ impl Dialogs {
 
     pub(super) async fn remove(&self, dialog_id: &str) {
         let presentity = {
-            let Ok(mut index) = self.index.lock() else {
-                return;
-            };
+            let mut index = locks::lock(&self.index);
             let presentity = index.dialogs.remove(dialog_id).map(|e| e.presentity);
             if let Some(p) = &presentity {
                 if let Some(ids) = index.by_presentity.get_mut(p) {
