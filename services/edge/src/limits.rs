@@ -115,9 +115,7 @@ impl<K: std::hash::Hash + Eq> Buckets<K> {
     /// Takes a token for `key`: `Err` with the wait until the next one
     /// when there is none, `Ok(false)` when the key could not be tracked.
     fn take(&self, key: K, now: Instant) -> Result<bool, Duration> {
-        let Ok(mut table) = self.table.lock() else {
-            return Ok(false);
-        };
+        let mut table = locks::lock(&self.table);
         let rate = self.rate;
         if table.buckets.len() >= self.max && !table.buckets.contains_key(&key) {
             // Sweeping is linear in the table: at most once a second.
@@ -148,7 +146,7 @@ impl<K: std::hash::Hash + Eq> Buckets<K> {
     }
 
     fn len(&self) -> usize {
-        self.table.lock().map(|t| t.buckets.len()).unwrap_or(0)
+        locks::lock(&self.table).buckets.len()
     }
 }
 

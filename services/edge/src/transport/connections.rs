@@ -56,17 +56,13 @@ impl ConnectionTable {
         protocol: Protocol,
         remote: SocketAddr,
     ) -> Option<mpsc::Sender<Bytes>> {
-        self.by_remote
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&(protocol, remote)).map(|c| c.queue.clone()))
+        locks::lock(&self.by_remote)
+            .get(&(protocol, remote))
+            .map(|c| c.queue.clone())
     }
 
     pub(super) fn contains(&self, protocol: Protocol, remote: SocketAddr) -> bool {
-        self.by_remote
-            .lock()
-            .map(|c| c.contains_key(&(protocol, remote)))
-            .unwrap_or(false)
+        locks::lock(&self.by_remote).contains_key(&(protocol, remote))
     }
 
     /// Takes one slot of the cap per source and one of the overall cap, or
@@ -77,9 +73,7 @@ impl ConnectionTable {
         let counters = &edge.transports.counters;
         let source = SourceKey::of(remote.ip());
         if table.max_per_source > 0 {
-            let Ok(mut per_source) = table.per_source.lock() else {
-                return None;
-            };
+            let mut per_source = locks::lock(&table.per_source);
             let held = per_source.entry(source).or_insert(0);
             if *held >= table.max_per_source {
                 let held = *held;
@@ -114,9 +108,7 @@ impl ConnectionTable {
     ) -> Registration {
         let table = &edge.transports.connections;
         let id = table.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut connections) = table.by_remote.lock() {
-            connections.insert((protocol, remote), Connection { id, queue });
-        }
+        locks::lock(&table.by_remote).insert((protocol, remote), Connection { id, queue });
         Registration {
             edge: edge.clone(),
             key: (protocol, remote),
@@ -139,12 +131,11 @@ impl Drop for Slot {
         if table.max_per_source == 0 {
             return;
         }
-        if let Ok(mut per_source) = table.per_source.lock() {
-            if let Some(held) = per_source.get_mut(&self.source) {
-                *held = held.saturating_sub(1);
-                if *held == 0 {
-                    per_source.remove(&self.source);
-                }
+        let mut per_source = locks::lock(&table.per_source);
+        if let Some(held) = per_source.get_mut(&self.source) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                per_source.remove(&self.source);
             }
         }
     }
@@ -160,10 +151,9 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut connections) = self.edge.transports.connections.by_remote.lock() {
-            if connections.get(&self.key).is_some_and(|c| c.id == self.id) {
-                connections.remove(&self.key);
-            }
+        let mut connections = locks::lock(&self.edge.transports.connections.by_remote);
+        if connections.get(&self.key).is_some_and(|c| c.id == self.id) {
+            connections.remove(&self.key);
         }
     }
 }
