@@ -150,13 +150,11 @@ impl Core {
     }
 
     pub fn server(&self) -> Option<Target> {
-        self.server.read().ok().and_then(|s| s.clone())
+        locks::read(&self.server).clone()
     }
 
     pub fn set_server(&self, target: Target) {
-        if let Ok(mut server) = self.server.write() {
-            *server = Some(target);
-        }
+        *locks::write(&self.server) = Some(target);
     }
 
     pub async fn set_credentials(&self, credentials: Credentials) {
@@ -170,10 +168,7 @@ impl Core {
     }
 
     fn host(&self) -> String {
-        self.host
-            .read()
-            .map(|h| h.clone())
-            .unwrap_or_else(|_| "127.0.0.1".into())
+        locks::read(&self.host).clone()
     }
 
     /// The Contact URI of this peer for requests over `transport`.
@@ -398,9 +393,7 @@ impl Core {
     /// response arrives or the timeout passes (RFC 3261 §17.1.2).
     async fn transact(&self, out: &Outgoing, branch: &str, bytes: Bytes) -> Result<Response> {
         let (sender, mut receiver) = oneshot::channel();
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(branch.to_owned(), sender);
-        }
+        locks::lock(&self.pending).insert(branch.to_owned(), sender);
         let _forget = Forget {
             pending: &self.pending,
             branch,
@@ -431,15 +424,11 @@ impl Core {
 
     /// Registers the channel a subscription's NOTIFYs go to.
     pub fn add_subscription(&self, call_id: &str, sender: mpsc::UnboundedSender<Request>) {
-        if let Ok(mut subscriptions) = self.subscriptions.lock() {
-            subscriptions.insert(call_id.to_owned(), sender);
-        }
+        locks::lock(&self.subscriptions).insert(call_id.to_owned(), sender);
     }
 
     pub fn remove_subscription(&self, call_id: &str) {
-        if let Ok(mut subscriptions) = self.subscriptions.lock() {
-            subscriptions.remove(call_id);
-        }
+        locks::lock(&self.subscriptions).remove(call_id);
     }
 
     /// Sends a response to a request that arrived over `link`, remembering it for
@@ -447,12 +436,11 @@ impl Core {
     pub async fn respond(&self, request: &Request, link: Link, response: Response) {
         let bytes = response.to_bytes();
         if let Some(key) = transaction_key(request) {
-            if let Ok(mut answered) = self.answered.lock() {
-                if answered.len() >= ANSWERED_MEMORY {
-                    answered.pop_front();
-                }
-                answered.push_back((key, link, bytes.clone()));
+            let mut answered = locks::lock(&self.answered);
+            if answered.len() >= ANSWERED_MEMORY {
+                answered.pop_front();
             }
+            answered.push_back((key, link, bytes.clone()));
         }
         if let Err(e) = self.net.send(link, bytes).await {
             tracing::debug!(error = %e, "answer not sent");
@@ -472,7 +460,7 @@ impl Core {
                     .ok()
                     .and_then(|via| via.branch().map(str::to_owned));
                 let Some(branch) = branch else { return };
-                let waiting = self.pending.lock().ok().and_then(|mut p| p.remove(&branch));
+                let waiting = locks::lock(&self.pending).remove(&branch);
                 if let Some(waiting) = waiting {
                     let _ = waiting.send(response);
                 }
@@ -483,12 +471,10 @@ impl Core {
 
     async fn handle_request(self: &Arc<Self>, request: Request, link: Link) {
         if let Some(key) = transaction_key(&request) {
-            let earlier = self.answered.lock().ok().and_then(|answered| {
-                answered
-                    .iter()
-                    .find(|(k, l, _)| *k == key && l.addr == link.addr)
-                    .map(|(_, _, bytes)| bytes.clone())
-            });
+            let earlier = locks::lock(&self.answered)
+                .iter()
+                .find(|(k, l, _)| *k == key && l.addr == link.addr)
+                .map(|(_, _, bytes)| bytes.clone());
             if let Some(bytes) = earlier {
                 let _ = self.net.send(link, bytes).await;
                 return;
@@ -497,12 +483,9 @@ impl Core {
         match request.method() {
             Method::Notify => {
                 let call_id = request.headers().call_id().map(str::to_owned);
-                let target = call_id.ok().and_then(|id| {
-                    self.subscriptions
-                        .lock()
-                        .ok()
-                        .and_then(|s| s.get(&id).cloned())
-                });
+                let target = call_id
+                    .ok()
+                    .and_then(|id| locks::lock(&self.subscriptions).get(&id).cloned());
                 let status = match &target {
                     Some(_) if request.headers().subscription_state().is_err() => 400,
                     Some(_) => 200,
@@ -548,9 +531,7 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(self.branch);
-        }
+        locks::lock(self.pending).remove(self.branch);
     }
 }
 

@@ -61,7 +61,7 @@ impl Notifier {
 
     /// How many peers watch this one.
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().map(|s| s.len()).unwrap_or(0)
+        locks::lock(&self.subscribers).len()
     }
 
     /// The answer to a SUBSCRIBE for this peer.
@@ -97,17 +97,13 @@ impl Notifier {
             .unwrap_or(MAX_EXPIRES)
             .min(MAX_EXPIRES);
         let contact = core.contact(link.transport);
-        let Ok(mut subscribers) = self.subscribers.lock() else {
-            return Response::for_request(request, 500).build();
-        };
+        let mut subscribers = locks::lock(&self.subscribers);
         let local_tag = match to.tag() {
             Some(tag) => {
                 let Some(handle) = subscribers.get(call_id) else {
                     return Response::for_request(request, 481).build();
                 };
-                let Ok(mut state) = handle.state.lock() else {
-                    return Response::for_request(request, 500).build();
-                };
+                let mut state = locks::lock(&handle.state);
                 if state.local_tag != tag || state.remote_tag != remote_tag {
                     return Response::for_request(request, 481).build();
                 }
@@ -155,9 +151,7 @@ impl Notifier {
         let Ok(call_id) = request.headers().call_id() else {
             return;
         };
-        let Ok(mut subscribers) = self.subscribers.lock() else {
-            return;
-        };
+        let mut subscribers = locks::lock(&self.subscribers);
         let Some(handle) = subscribers.get_mut(call_id) else {
             return;
         };
@@ -177,26 +171,19 @@ impl Notifier {
     /// Ends every subscription with a final NOTIFY (the peer is going away) and waits a
     /// little for them to be answered.
     pub async fn shutdown(&self) {
-        let tasks: Vec<JoinHandle<()>> = match self.subscribers.lock() {
-            Ok(mut subscribers) => subscribers
-                .values_mut()
-                .filter_map(|handle| {
-                    if let Ok(mut state) = handle.state.lock() {
-                        state.ended.get_or_insert("noresource");
-                    }
-                    handle.wake.notify_one();
-                    handle.task.take()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let tasks: Vec<JoinHandle<()>> = locks::lock(&self.subscribers)
+            .values_mut()
+            .filter_map(|handle| {
+                locks::lock(&handle.state).ended.get_or_insert("noresource");
+                handle.wake.notify_one();
+                handle.task.take()
+            })
+            .collect();
         let _ = tokio::time::timeout(FAREWELL, futures::future::join_all(tasks)).await;
     }
 
     fn forget(&self, call_id: &str) {
-        if let Ok(mut subscribers) = self.subscribers.lock() {
-            subscribers.remove(call_id);
-        }
+        locks::lock(&self.subscribers).remove(call_id);
     }
 }
 
@@ -213,10 +200,7 @@ async fn run_subscriber(
             .borrow_and_update()
             .clone()
             .unwrap_or_else(|| PresenceInfo::new(PresenceStatus::Offline));
-        let Some((mut out, ended)) = notify_of(&core, &call_id, &state, &info) else {
-            core.notifier.forget(&call_id);
-            return;
-        };
+        let (mut out, ended) = notify_of(&core, &call_id, &state, &info);
         let outcome = core.request(&mut out).await;
         let gone = match &outcome {
             Ok(response) if (200..300).contains(&response.status()) => false,
@@ -228,10 +212,7 @@ async fn run_subscriber(
             core.notifier.forget(&call_id);
             return;
         }
-        let expires_at = state
-            .lock()
-            .map(|s| s.expires_at)
-            .unwrap_or_else(|_| Instant::now());
+        let expires_at = locks::lock(&state).expires_at;
         drop(core);
         tokio::select! {
             changed = own.changed() => {
@@ -241,9 +222,7 @@ async fn run_subscriber(
             }
             _ = wake.notified() => {}
             _ = tokio::time::sleep_until(expires_at) => {
-                if let Ok(mut state) = state.lock() {
-                    state.ended.get_or_insert("timeout");
-                }
+                locks::lock(&state).ended.get_or_insert("timeout");
             }
         }
     }
@@ -255,8 +234,8 @@ fn notify_of(
     call_id: &str,
     state: &Mutex<Subscriber>,
     info: &PresenceInfo,
-) -> Option<(Outgoing, bool)> {
-    let mut state = state.lock().ok()?;
+) -> (Outgoing, bool) {
+    let mut state = locks::lock(state);
     state.cseq += 1;
     let subscription_state = match state.ended {
         Some(reason) => SubscriptionState::terminated(reason),
@@ -292,5 +271,5 @@ fn notify_of(
         timeout: Some(core.timers.transaction_timeout.min(Duration::from_secs(8))),
     };
     let ended = matches!(subscription_state.state, SubState::Terminated);
-    Some((out, ended))
+    (out, ended)
 }

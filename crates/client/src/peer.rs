@@ -253,12 +253,7 @@ impl SimplePeer {
 
     /// The address other peers watch this one at directly: `user@host:port`.
     pub fn p2p_address(&self) -> String {
-        let host = self
-            .core()
-            .host
-            .read()
-            .map(|h| h.clone())
-            .unwrap_or_default();
+        let host = locks::read(&self.core().host).clone();
         format!(
             "{}@{host}:{}",
             self.core().identity.user,
@@ -382,9 +377,7 @@ impl SimplePeer {
         let core = self.core();
         let target = server_target(&core.net, &server, core.transport).await?;
         if self.inner.bind_ip.is_unspecified() {
-            if let Ok(mut host) = core.host.write() {
-                *host = contact_host(self.inner.bind_ip, Some(target.link.addr));
-            }
+            *locks::write(&core.host) = contact_host(self.inner.bind_ip, Some(target.link.addr));
         }
         core.set_server(target.clone());
         if let Some(credentials) = credentials {

@@ -143,10 +143,9 @@ impl Net {
     }
 
     fn keep(&self, task: JoinHandle<()>) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.retain(|t| !t.is_finished());
-            tasks.push(task);
-        }
+        let mut tasks = locks::lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// The address both listeners are bound to.
@@ -169,11 +168,7 @@ impl Net {
                 .map(|_| ())
                 .map_err(|e| Error::Network(format!("UDP to {}: {e}", link.addr))),
             Transport::Tcp | Transport::Tls | Transport::Ws => {
-                let existing = self
-                    .connections
-                    .lock()
-                    .ok()
-                    .and_then(|c| c.get(&link).cloned());
+                let existing = locks::lock(&self.connections).get(&link).cloned();
                 let sender = match existing {
                     Some(sender) if !sender.is_closed() => sender,
                     _ => self.connect(link).await?,
@@ -204,9 +199,7 @@ impl Net {
         let addr = addrs
             .next()
             .ok_or_else(|| Error::Resolve(host.to_owned(), "no address".to_owned()))?;
-        if let Ok(mut names) = self.names.lock() {
-            names.insert(addr, host.to_owned());
-        }
+        locks::lock(&self.names).insert(addr, host.to_owned());
         Ok(Link { transport, addr })
     }
 
@@ -227,11 +220,7 @@ impl Net {
             .tls
             .clone()
             .ok_or_else(|| failed(&"TLS needs PeerBuilder::tls_config"))?;
-        let name = self
-            .names
-            .lock()
-            .ok()
-            .and_then(|names| names.get(&addr).cloned());
+        let name = locks::lock(&self.names).get(&addr).cloned();
         let server_name = match name {
             Some(name) => rustls::pki_types::ServerName::try_from(name).map_err(|e| failed(&e))?,
             None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
@@ -267,9 +256,7 @@ impl Net {
         .map_err(|_| failed(&"handshake timed out"))?
         .map_err(|e| failed(&e))?;
         let (sender, outgoing) = mpsc::unbounded_channel();
-        if let Ok(mut connections) = self.connections.lock() {
-            connections.insert(link, sender.clone());
-        }
+        locks::lock(&self.connections).insert(link, sender.clone());
         let task = tokio::spawn(run_websocket(
             Arc::downgrade(self),
             socket,
@@ -289,9 +276,7 @@ impl Net {
         keepalive: bool,
     ) -> mpsc::UnboundedSender<Bytes> {
         let (sender, outgoing) = mpsc::unbounded_channel();
-        if let Ok(mut connections) = self.connections.lock() {
-            connections.insert(link, sender.clone());
-        }
+        locks::lock(&self.connections).insert(link, sender.clone());
         let task = tokio::spawn(run_connection(
             Arc::downgrade(self),
             stream,
@@ -316,24 +301,22 @@ impl Net {
     }
 
     fn closed(&self, link: Link, sender: &mpsc::UnboundedSender<Bytes>) {
-        if let Ok(mut connections) = self.connections.lock() {
-            if connections
-                .get(&link)
-                .is_some_and(|current| current.same_channel(sender))
-            {
-                connections.remove(&link);
-            }
+        let mut connections = locks::lock(&self.connections);
+        if connections
+            .get(&link)
+            .is_some_and(|current| current.same_channel(sender))
+        {
+            connections.remove(&link);
         }
+        drop(connections);
         self.lost.send_modify(|n| *n += 1);
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        if let Ok(tasks) = self.tasks.lock() {
-            for task in tasks.iter() {
-                task.abort();
-            }
+        for task in locks::lock(&self.tasks).iter() {
+            task.abort();
         }
     }
 }

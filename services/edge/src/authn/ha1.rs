@@ -39,27 +39,21 @@ impl Ha1Credentials {
 
     /// Number of users in the credentials currently in force.
     pub fn users(&self) -> usize {
-        self.current
-            .read()
-            .map(|loaded| loaded.file.len())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().file.len())
+        locks::read(&self.current).file.len()
     }
 
     /// Re-reads the file if its modification time or length changed;
     /// returns whether new credentials are in force.
     pub fn reload_if_changed(&self) -> bool {
         let now = fingerprint(&self.path);
-        let unchanged = {
-            let loaded = self.current.read().unwrap_or_else(|p| p.into_inner());
-            loaded.fingerprint == now
-        };
+        let unchanged = locks::read(&self.current).fingerprint == now;
         if unchanged {
             return false;
         }
         match Ha1File::load(&self.path) {
             Ok(file) => {
                 let users = file.len();
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded {
+                *locks::write(&self.current) = Loaded {
                     file,
                     fingerprint: now,
                 };
@@ -69,10 +63,7 @@ impl Ha1Credentials {
             Err(error) => {
                 // Remember the broken version so it is reported once, not
                 // every interval; the previous credentials stay in force.
-                self.current
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fingerprint = now;
+                locks::write(&self.current).fingerprint = now;
                 tracing::error!(path = %self.path.display(), %error, "Digest credentials file changed but cannot be used; keeping the previous credentials");
                 false
             }
@@ -96,11 +87,7 @@ impl Ha1Credentials {
 
 impl CredentialSource for Ha1Credentials {
     fn ha1(&self, user: &str, realm: &str, alg: DigestAlgorithm) -> Option<String> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .file
-            .ha1(user, realm, alg)
+        locks::read(&self.current).file.ha1(user, realm, alg)
     }
 }
 

@@ -51,7 +51,7 @@ pub(super) async fn accept_loop(
             protocol,
             stream,
             remote,
-            tls.as_ref().and_then(|t| t.acceptor()),
+            tls.as_ref().map(|t| t.acceptor()),
             slot,
             handler.clone(),
         ));

@@ -119,11 +119,8 @@ impl ReloadingTls {
     }
 
     /// An acceptor with the configuration in force.
-    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.current
-            .read()
-            .ok()
-            .map(|c| tokio_rustls::TlsAcceptor::from(c.clone()))
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(locks::read(&self.current).clone())
     }
 
     /// Rebuilds the configuration if a file changed. `Ok(true)` when a new
@@ -131,17 +128,13 @@ impl ReloadingTls {
     /// is reported again at the next check.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
         let now = stamps(&self.settings);
-        let changed = self.stamps.lock().map(|s| *s != now).unwrap_or(false);
+        let changed = *locks::lock(&self.stamps) != now;
         if !changed {
             return Ok(false);
         }
         let config = server_config(&self.settings)?;
-        if let Ok(mut current) = self.current.write() {
-            *current = config;
-        }
-        if let Ok(mut stamps) = self.stamps.lock() {
-            *stamps = now;
-        }
+        *locks::write(&self.current) = config;
+        *locks::lock(&self.stamps) = now;
         Ok(true)
     }
 }

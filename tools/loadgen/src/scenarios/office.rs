@@ -75,10 +75,7 @@ struct Ctx {
 
 impl Ctx {
     fn published(&self, user: usize) -> Published {
-        self.published[user]
-            .lock()
-            .map(|p| *p)
-            .unwrap_or_else(|poisoned| *poisoned.into_inner())
+        *locks::lock(&self.published[user])
     }
 
     fn update(&self, user: usize, f: impl FnOnce(&mut Published)) {
