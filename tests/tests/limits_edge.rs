@@ -1,9 +1,10 @@
 //! The edge's request limits over real sockets: the per-identity and
 //! per-source token buckets (503 with Retry-After), the source block list
-//! (403), limits applied before token validation, and the metric counting
-//! what they refused.
+//! (403), limits applied before token validation, the cap on dialogs held
+//! per source address, and the metric counting what they refused.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::transport_support::start_edge;
 use cluster_tests::cluster::Cluster;
@@ -161,4 +162,183 @@ async fn the_defaults_let_one_address_send_many_identities_quickly() {
         }
     }
     assert_eq!(answered, 200);
+}
+
+/// The `sip_dialogs` gauge of the edge serving metrics on `port`.
+async fn dialogs_held(port: u16) -> u64 {
+    let text = metrics(port).await;
+    sample(&text, "sip_dialogs").expect("the sip_dialogs gauge") as u64
+}
+
+/// The presentity every watcher of the subscription-cap tests watches.
+const WATCHED: &str = "alice@example.com";
+
+/// A watcher UA from `from` with its own identity (so the per-watcher cap
+/// and the identity rate limit play no part) and its token.
+async fn watcher(cluster: &Cluster, name: &str, from: &str, edge: SocketAddr) -> (Ua, String) {
+    let aor = format!("{name}@example.com");
+    (
+        Ua::udp_from(&aor, ip(from), edge).await,
+        cluster.tokens.token(&aor),
+    )
+}
+
+/// Two dialogs fill the cap of 127.0.0.1: a third new SUBSCRIBE gets 503
+/// with Retry-After and is counted, while a refresh, a fetch (Expires: 0)
+/// and another address are served; an un-SUBSCRIBE gives the place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_from_one_source_beyond_the_cap_get_503() {
+    let cluster = Cluster::start(0);
+    let metrics_port = free_port();
+    let flags = vec![
+        "--max-subscriptions-per-source".into(),
+        "2".into(),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ];
+    let edge = start_edge(&cluster, "edge-subscription-cap", &flags);
+
+    let mut dialogs = Vec::new();
+    let mut uas = Vec::new();
+    for name in ["w0", "w1"] {
+        let (mut ua, token) = watcher(&cluster, name, "127.0.0.1", edge.sip()).await;
+        let (ok, dialog) = ua.subscribe(WATCHED, &token, 300).await;
+        assert_eq!(ok.status(), 200, "{name}: {ok:?}");
+        dialogs.push(dialog.expect("a dialog"));
+        uas.push((ua, token));
+    }
+
+    let (mut third, third_token) = watcher(&cluster, "w2", "127.0.0.1", edge.sip()).await;
+    let (refused, none) = third.subscribe(WATCHED, &third_token, 300).await;
+    assert_eq!(refused.status(), 503, "{refused:?}");
+    assert!(none.is_none());
+    assert!(
+        refused.reason().starts_with("Too Many Subscriptions"),
+        "{}",
+        refused.reason()
+    );
+    assert!(refused.headers().get(&HeaderName::RetryAfter).is_some());
+
+    // A fetch holds no dialog: it is answered at the cap.
+    let (fetched, _) = third.subscribe(WATCHED, &third_token, 0).await;
+    assert_eq!(fetched.status(), 200, "{fetched:?}");
+    // A refresh of a dialog the source holds passes.
+    let (w1, w1_token) = &mut uas[1];
+    assert_eq!(
+        w1.resubscribe(&mut dialogs[1], w1_token, 300)
+            .await
+            .status(),
+        200
+    );
+    // 127.0.0.2 (loopback is all of 127/8) is another source.
+    let (mut other, other_token) = watcher(&cluster, "w3", "127.0.0.2", edge.sip()).await;
+    let (ok, _) = other.subscribe(WATCHED, &other_token, 300).await;
+    assert_eq!(ok.status(), 200, "{ok:?}");
+
+    // w0 ends its subscription: once its dialog is gone (after the final
+    // NOTIFY), the place is free again.
+    let (w0, w0_token) = &mut uas[0];
+    assert_eq!(
+        w0.resubscribe(&mut dialogs[0], w0_token, 0).await.status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let admitted = loop {
+        // Answers the final NOTIFY, so the dialog can end.
+        let _ = w0.next_notify(Duration::from_millis(100)).await;
+        let (answer, _) = third.subscribe(WATCHED, &third_token, 300).await;
+        if answer.status() == 200 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        assert_eq!(answer.status(), 503, "{answer:?}");
+    };
+    assert_eq!(admitted.status(), 200, "{admitted:?}");
+
+    let text = metrics(metrics_port).await;
+    let limited = sample(
+        &text,
+        "sip_requests_limited_total{limit=\"subscriptions_per_source\"}",
+    )
+    .expect("the refusals are counted");
+    assert!(limited >= 1.0, "{text}");
+}
+
+/// A dialog continued from another edge counts against its source there,
+/// and is continued even past the cap; a new SUBSCRIBE from that source
+/// then waits until the count is below the cap again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogs_taken_over_count_against_the_source_but_are_not_refused() {
+    let cluster = Cluster::start(0);
+    let first = start_edge(
+        &cluster,
+        "edge-cap-first",
+        &["--max-subscriptions-per-source".into(), "5".into()],
+    );
+    let metrics_port = free_port();
+    let second = start_edge(
+        &cluster,
+        "edge-cap-second",
+        &[
+            "--max-subscriptions-per-source".into(),
+            "1".into(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ],
+    );
+
+    // w0 subscribes through the first edge; w1 fills the second's cap.
+    let (mut w0, w0_token) = watcher(&cluster, "w0", "127.0.0.1", first.sip()).await;
+    let (ok, dialog) = w0.subscribe(WATCHED, &w0_token, 300).await;
+    assert_eq!(ok.status(), 200, "{ok:?}");
+    let mut moved = dialog.expect("a dialog");
+    let (mut w1, w1_token) = watcher(&cluster, "w1", "127.0.0.1", second.sip()).await;
+    let (ok, dialog) = w1.subscribe(WATCHED, &w1_token, 300).await;
+    assert_eq!(ok.status(), 200, "{ok:?}");
+    let mut held = dialog.expect("a dialog");
+
+    // w0 refreshes through the second edge (its SBC moved it, say): the
+    // dialog is continued there although the source is at the cap.
+    let (mut w0_moved, _) = watcher(&cluster, "w0", "127.0.0.1", second.sip()).await;
+    let refreshed = w0_moved.resubscribe(&mut moved, &w0_token, 300).await;
+    assert_eq!(refreshed.status(), 200, "{refreshed:?}");
+    assert!(
+        w0_moved.next_notify(Duration::from_secs(5)).await.is_some(),
+        "the second edge sends the continued dialog's NOTIFY"
+    );
+
+    assert_eq!(dialogs_held(metrics_port).await, 2);
+
+    // The second edge holds two dialogs of 127.0.0.1: w1 ending its own
+    // leaves one, still the cap, so a new SUBSCRIBE is refused.
+    assert_eq!(w1.resubscribe(&mut held, &w1_token, 0).await.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while dialogs_held(metrics_port).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "w1's dialog did not end"
+        );
+        // Answers the final NOTIFY, so the dialog can end.
+        let _ = w1.next_notify(Duration::from_millis(100)).await;
+    }
+    let (mut w2, w2_token) = watcher(&cluster, "w2", "127.0.0.1", second.sip()).await;
+    let (refused, _) = w2.subscribe(WATCHED, &w2_token, 300).await;
+    assert_eq!(refused.status(), 503, "{refused:?}");
+
+    // Once the continued dialog ends too, there is room.
+    assert_eq!(
+        w0_moved
+            .resubscribe(&mut moved, &w0_token, 0)
+            .await
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let admitted = loop {
+        let _ = w0_moved.next_notify(Duration::from_millis(100)).await;
+        let (answer, _) = w2.subscribe(WATCHED, &w2_token, 300).await;
+        if answer.status() == 200 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert_eq!(admitted.status(), 200, "{admitted:?}");
 }

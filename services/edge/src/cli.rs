@@ -56,6 +56,16 @@ pub struct SipArgs {
     /// SBC carrying many clients over one address.
     #[arg(long, env = "EDGE_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 32)]
     pub max_connections_per_source: usize,
+    /// Most SUBSCRIBE dialogs this edge holds from one source address (an
+    /// IPv6 source counts per /64); 0: no cap. A new SUBSCRIBE beyond it
+    /// gets 503 with Retry-After. Raise it for an SBC or a load generator
+    /// carrying more watchers over one address.
+    #[arg(
+        long,
+        env = "EDGE_MAX_SUBSCRIPTIONS_PER_SOURCE",
+        default_value_t = 10_000
+    )]
+    pub max_subscriptions_per_source: usize,
     /// Lease length (milliseconds): an edge silent this long counts as gone
     /// and its dialogs are continued by the others. Renewed every third.
     #[arg(long, env = "EDGE_LEASE_TTL_MS", default_value_t = 1500)]
@@ -83,6 +93,7 @@ impl SipArgs {
             notify_min_interval: Duration::from_millis(self.notify_min_interval_ms),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
+            max_subscriptions_per_source: self.max_subscriptions_per_source,
             lease_ttl: Duration::from_millis(self.lease_ttl_ms.max(300)),
             claim_interval: Duration::from_millis(self.claim_interval_ms.max(100)),
             drain_grace: Duration::from_millis(self.drain_grace_ms),

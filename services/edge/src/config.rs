@@ -48,6 +48,11 @@ pub struct EdgeConfig {
     /// Most concurrent stream connections from one source (an IPv4
     /// address or an IPv6 /64); 0: no cap per source.
     pub max_connections_per_source: usize,
+    /// Most SUBSCRIBE dialogs held from one source (an IPv4 address or an
+    /// IPv6 /64, as for connections); a new SUBSCRIBE beyond it gets 503.
+    /// Dialogs continued from another edge count but are never refused.
+    /// 0: no cap.
+    pub max_subscriptions_per_source: usize,
     /// A stream connection must deliver a whole SIP message within this
     /// time of opening (after the TLS handshake or WebSocket upgrade);
     /// keep-alives do not count.
@@ -104,6 +109,7 @@ impl Default for EdgeConfig {
             notify_min_interval: Duration::ZERO,
             max_connections: 10_000,
             max_connections_per_source: 32,
+            max_subscriptions_per_source: 10_000,
             first_message_timeout: Duration::from_secs(10),
             rate_limits: crate::limits::RateLimits::default(),
             idle_timeout: Duration::from_secs(600),

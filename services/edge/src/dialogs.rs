@@ -32,6 +32,8 @@ pub mod notify;
 mod sender;
 mod state;
 
+pub use state::SourceSlot;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -122,6 +124,8 @@ struct Entry {
     acknowledged: Arc<AtomicU64>,
     /// The sender task, awaited when the dialog is handed over.
     sender: tokio::task::JoinHandle<()>,
+    /// The dialog's place in its source's count, given back with the entry.
+    _source: Arc<SourceSlot>,
 }
 
 /// A dialog a draining edge gave up, and what its watcher last
@@ -182,12 +186,18 @@ pub struct NewDialog {
     pub mode: Mode,
     /// Winfo dialogs: the watchers at subscription time.
     pub watchers: Vec<WatcherEntry>,
+    /// The slot a new SUBSCRIBE reserved in its source's count; `None`
+    /// (a dialog continued from another edge): one is taken at start,
+    /// past the cap if need be.
+    pub source_slot: Option<Arc<SourceSlot>>,
 }
 
 /// The dialogs of this edge.
 pub struct Dialogs {
     feed: Box<dyn FeedControl>,
     index: Mutex<Index>,
+    /// Dialogs held (and being set up) per source address.
+    sources: Arc<state::SourceCounts>,
 }
 
 /// Where a presence change came from, as its announcement says.

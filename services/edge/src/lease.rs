@@ -325,6 +325,7 @@ async fn adopt(edge: &Arc<Edge>, claimed: ClaimedDialog) {
         expires: (left_ms / 1000) as u32,
         protocol,
         remote,
+        source_slot: None,
     };
     if claimed.notified {
         // Handed over by a draining edge after the watcher acknowledged

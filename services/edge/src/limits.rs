@@ -261,6 +261,34 @@ pub fn check(edge: &Edge, request: &Request, source: Source) -> Option<Response>
     })
 }
 
+/// The `sip_requests_limited_total` label of a SUBSCRIBE refused by the
+/// cap on dialogs per source.
+pub const SUBSCRIPTIONS_PER_SOURCE: &str = "subscriptions_per_source";
+
+/// A place for a new SUBSCRIBE dialog from `source` in the edge's count of
+/// dialogs per source (`--max-subscriptions-per-source`), or the answer
+/// when that source holds as many as the cap: `503 Too Many Subscriptions`
+/// with `Retry-After`, counted. One address may be a NAT or an SBC, so the
+/// cap is well above one client's needs; it bounds the memory and NOTIFY
+/// work one address can make an edge hold.
+pub fn subscription_slot(
+    edge: &Edge,
+    request: &Request,
+    source: Source,
+) -> Result<crate::dialogs::SourceSlot, Response> {
+    let cap = edge.config.max_subscriptions_per_source;
+    edge.dialogs
+        .reserve_source(source.remote.ip(), cap)
+        .ok_or_else(|| {
+            crate::metrics::limited(SUBSCRIPTIONS_PER_SOURCE);
+            tracing::debug!(remote = %source.remote, cap, "SUBSCRIBE refused: the source holds the most dialogs allowed");
+            Response::for_request(request, 503)
+                .reason("Too Many Subscriptions")
+                .header(HeaderName::RetryAfter, edge.config.retry_after)
+                .build()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

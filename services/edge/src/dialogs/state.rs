@@ -1,7 +1,10 @@
 //! The dialog index and each dialog's state: what SUBSCRIBE handling, the
-//! channel and a draining edge change, signalled to the dialog's sender.
+//! channel and a draining edge change, signalled to the dialog's sender;
+//! and the dialogs held per source address, capped for new SUBSCRIBEs
+//! (`--max-subscriptions-per-source`).
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,12 +17,79 @@ use tokio::time::Instant;
 use super::sender::{run_sender, Acknowledged, Sender};
 use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
 use crate::packages::{self, WatcherSnapshot};
-use crate::transport::Protocol;
+use crate::transport::{Protocol, SourceKey};
 use crate::Edge;
 
 /// How many ended watchers a winfo dialog remembers, to report why a
 /// watcher left when several changes were coalesced into one NOTIFY.
 const ENDED_MEMORY: usize = 64;
+
+/// Dialogs held per source (an IPv4 address or an IPv6 /64, keyed as the
+/// connection cap keys them), counting new SUBSCRIBEs still being set up:
+/// a flood of SUBSCRIBEs from one address cannot pass the cap by the many
+/// in flight. Keys leave the table at zero, so it is no larger than the
+/// number of dialogs.
+#[derive(Default)]
+pub(in crate::dialogs) struct SourceCounts {
+    table: Mutex<HashMap<SourceKey, usize>>,
+}
+
+impl SourceCounts {
+    /// One more for `key`, unless it holds `cap` already (0: no cap).
+    fn take(self: &Arc<Self>, key: SourceKey, cap: usize) -> Option<SourceSlot> {
+        let mut table = locks::lock(&self.table);
+        let count = table.entry(key).or_insert(0);
+        if cap > 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    /// One more for `key`, past any cap.
+    fn force(self: &Arc<Self>, key: SourceKey) -> SourceSlot {
+        *locks::lock(&self.table).entry(key).or_insert(0) += 1;
+        SourceSlot {
+            counts: self.clone(),
+            key,
+        }
+    }
+
+    fn held(&self, key: SourceKey) -> usize {
+        locks::lock(&self.table).get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// One dialog's place in its source's count, given back when dropped: when
+/// its entry leaves the index (ended, handed over), or when a SUBSCRIBE
+/// that reserved it creates no dialog (refused, a fetch, a failure).
+pub struct SourceSlot {
+    counts: Arc<SourceCounts>,
+    key: SourceKey,
+}
+
+impl std::fmt::Debug for SourceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSlot")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut table = locks::lock(&self.counts.table);
+        if let Some(count) = table.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                table.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl Index {
     /// The dialogs watching `presentity`.
@@ -37,7 +107,21 @@ impl Dialogs {
         Dialogs {
             feed,
             index: Mutex::new(Index::default()),
+            sources: Arc::new(SourceCounts::default()),
         }
+    }
+
+    /// A slot for a new dialog from `ip`, or `None` when the edge holds
+    /// `cap` dialogs from its source already (`cap` 0: no cap). The slot
+    /// goes into the dialog's [`NewDialog::source_slot`]; dropped, it is
+    /// given back.
+    pub fn reserve_source(&self, ip: IpAddr, cap: usize) -> Option<SourceSlot> {
+        self.sources.take(SourceKey::of(ip), cap)
+    }
+
+    /// Dialogs held (and being set up) from `ip`'s source.
+    pub fn held_from(&self, ip: IpAddr) -> usize {
+        self.sources.held(SourceKey::of(ip))
     }
 
     /// Starts a held dialog's NOTIFY sender; its first NOTIFY goes out at once.
@@ -52,7 +136,14 @@ impl Dialogs {
         self.start(edge, dialog, true);
     }
 
-    fn start(&self, edge: &Arc<Edge>, dialog: NewDialog, acknowledged: bool) {
+    fn start(&self, edge: &Arc<Edge>, mut dialog: NewDialog, acknowledged: bool) {
+        // A dialog continued from another edge counts against its source
+        // but is never refused: the service granted it, and ending it here
+        // would not free the watcher's client of it.
+        let source_slot = dialog
+            .source_slot
+            .take()
+            .unwrap_or_else(|| Arc::new(self.sources.force(SourceKey::of(dialog.remote.ip()))));
         let expires_at = Instant::now() + Duration::from_secs(u64::from(dialog.expires));
         let mut index = locks::lock(&self.index);
         // Something newer may have been heard while the subscription was
@@ -128,6 +219,7 @@ impl Dialogs {
                 cseq,
                 acknowledged: acknowledged_word,
                 sender: task,
+                _source: source_slot,
             },
         );
     }

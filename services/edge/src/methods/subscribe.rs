@@ -200,6 +200,7 @@ fn new_dialog(
         first_cseq,
         protocol: source.protocol,
         remote: source.remote,
+        source_slot: None,
     }
 }
 
@@ -244,6 +245,14 @@ async fn create(
     record: DialogRecord,
     expires: Option<u32>,
 ) -> Outcome {
+    // A fetch (Expires: 0) leaves no dialog: no place in the source's count.
+    let slot = match expires {
+        Some(0) => None,
+        _ => match crate::limits::subscription_slot(edge, request, source) {
+            Ok(slot) => Some(Arc::new(slot)),
+            Err(busy) => return busy.into(),
+        },
+    };
     // Hear the channel before reading the state: nothing published in
     // between can be missed.
     if let Err(e) = edge.dialogs.hold(&presentity).await {
@@ -271,7 +280,10 @@ async fn create(
     }
     Outcome {
         response,
-        then: Some(new_dialog(record, presentity, &reply, 0, source)),
+        then: Some(NewDialog {
+            source_slot: slot,
+            ..new_dialog(record, presentity, &reply, 0, source)
+        }),
     }
 }
 
