@@ -58,6 +58,8 @@ METRICS = {
     "sip_server_transactions_in_progress": ("gauge", set()),
     "udp_receive_drops": ("counter", set()),
     "sip_transport_refusals": ("counter", {"event"}),
+    "sip_requests_limited": ("counter", {"limit"}),
+    "presence_limit_refusals": ("counter", {"limit"}),
     # presence, registrar, presence-node
     "grpc_server_duration_seconds": ("histogram", {"method", "code"}),
     "expiry_oldest_due_age_seconds": ("gauge", {"kind"}),
