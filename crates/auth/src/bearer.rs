@@ -11,10 +11,16 @@ use serde_json::{Map, Value};
 use crate::cache::TokenCache;
 use crate::config::{BearerConfig, KeySource};
 use crate::error::AuthError;
-use crate::identity::{canonical_aor, AuthMethod, Identity};
+use crate::identity::Identity;
 use crate::introspection::Introspector;
 use crate::jwks::KeyCache;
 use crate::jws::Algorithm;
+
+mod challenge;
+mod claims;
+
+pub(crate) use challenge::push_quoted;
+pub use challenge::BearerChallenge;
 
 /// Longest token accepted; longer ones are malformed rather than worth hashing or parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -52,62 +58,6 @@ struct Inner {
     keys: Option<Arc<KeyCache>>,
     introspector: Option<Introspector>,
     cache: TokenCache,
-}
-
-/// Parameters of a `WWW-Authenticate: Bearer` challenge (RFC 6750 §3, RFC 8898 §3.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BearerChallenge {
-    /// The protection realm.
-    pub realm: String,
-    /// Scope the request needs, when known.
-    pub scope: Option<String>,
-    /// Authorization server the client should obtain a token from (RFC 8898).
-    pub authz_server: Option<String>,
-    /// RFC 6750 error code: `invalid_request`, `invalid_token` or `insufficient_scope`.
-    pub error: Option<&'static str>,
-    /// Human-readable error text; fixed per error kind, never echoing request data.
-    pub error_description: Option<String>,
-}
-
-impl BearerChallenge {
-    /// The challenge as a `WWW-Authenticate` header value, e.g.
-    /// `Bearer realm="sip", error="invalid_token", error_description="the access token expired"`.
-    pub fn header_value(&self) -> String {
-        let mut out = String::with_capacity(96);
-        out.push_str("Bearer realm=");
-        push_quoted(&mut out, &self.realm);
-        let optional = [
-            ("scope", self.scope.as_deref()),
-            ("authz_server", self.authz_server.as_deref()),
-            ("error", self.error),
-            ("error_description", self.error_description.as_deref()),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                out.push_str(", ");
-                out.push_str(name);
-                out.push('=');
-                push_quoted(&mut out, value);
-            }
-        }
-        out
-    }
-}
-
-/// Appends `value` as a quoted-string: quotes and backslashes escaped, control characters dropped.
-pub(crate) fn push_quoted(out: &mut String, value: &str) {
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// The JOSE header members this crate reads.
@@ -376,162 +326,9 @@ impl BearerValidator {
         Ok(alg)
     }
 
-    /// Checks the registered claims and maps the rest to an identity. `exp` is mandatory for JWTs and
-    /// optional for introspection responses; `iss` and `aud` are checked when configured (for
-    /// introspection only when the response names them, the server's answer being authoritative).
-    fn check_claims(
-        &self,
-        claims: &Map<String, Value>,
-        now_ms: u64,
-        is_jwt: bool,
-        discovered_issuer: Option<&str>,
-    ) -> Result<Validated, AuthError> {
-        let config = &self.inner.config;
-        let leeway_ms = config.leeway_secs.saturating_mul(1000);
-        let exp = numeric_date(claims, "exp")?;
-        match exp {
-            Some(exp) if now_ms >= exp.saturating_add(leeway_ms) => return Err(AuthError::Expired),
-            None if is_jwt => return Err(invalid("the token has no exp claim")),
-            _ => {}
-        }
-        if let Some(nbf) = numeric_date(claims, "nbf")? {
-            if now_ms.saturating_add(leeway_ms) < nbf {
-                return Err(invalid("the token is not valid yet"));
-            }
-        }
-        if let Some(iat) = numeric_date(claims, "iat")? {
-            if iat > now_ms.saturating_add(leeway_ms) {
-                return Err(invalid("the token was issued in the future"));
-            }
-        }
-        if !is_access_token(claims) {
-            return Err(invalid("the token is not an access token"));
-        }
-        let issuer = claims.get("iss").and_then(Value::as_str);
-        let accepted_issuer = |iss: &str| {
-            if config.issuers.is_empty() {
-                discovered_issuer.is_none_or(|d| d == iss)
-            } else {
-                config.issuers.iter().any(|i| i == iss)
-            }
-        };
-        match issuer {
-            Some(iss) if !accepted_issuer(iss) => {
-                return Err(invalid("the issuer is not accepted"))
-            }
-            None if is_jwt && (!config.issuers.is_empty() || discovered_issuer.is_some()) => {
-                return Err(invalid("the token has no iss claim"))
-            }
-            _ => {}
-        }
-        if !config.audiences.is_empty() {
-            let audiences: Vec<&str> = match claims.get("aud") {
-                Some(Value::String(one)) => vec![one.as_str()],
-                Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            let present = claims.contains_key("aud");
-            if (is_jwt || present)
-                && !audiences
-                    .iter()
-                    .any(|a| config.audiences.iter().any(|c| c == a))
-            {
-                return Err(invalid("the token is not meant for this audience"));
-            }
-        }
-        let identity_value = claim_str(claims, &config.identity_claim)
-            .or_else(|| {
-                if is_jwt {
-                    None
-                } else {
-                    claim_str(claims, "username")
-                }
-            })
-            .or_else(|| {
-                if is_jwt {
-                    None
-                } else {
-                    claim_str(claims, "sub")
-                }
-            })
-            .ok_or_else(|| {
-                AuthError::InvalidToken(format!(
-                    "the token has no {} claim to identify the user",
-                    config.identity_claim
-                ))
-            })?;
-        let aor = canonical_aor(identity_value, config.default_domain.as_deref())?;
-        let subject = claim_str(claims, "sub")
-            .unwrap_or(identity_value)
-            .to_owned();
-        let mut scopes: Vec<String> = Vec::new();
-        if let Some(scope) = claims.get("scope").and_then(Value::as_str) {
-            scopes.extend(scope.split_ascii_whitespace().map(str::to_owned));
-        }
-        match claims.get("scp") {
-            Some(Value::String(scp)) => {
-                scopes.extend(scp.split_ascii_whitespace().map(str::to_owned))
-            }
-            Some(Value::Array(scp)) => {
-                scopes.extend(scp.iter().filter_map(Value::as_str).map(str::to_owned))
-            }
-            _ => {}
-        }
-        scopes.sort_unstable();
-        scopes.dedup();
-        let client_id = claim_str(claims, "client_id")
-            .or_else(|| claim_str(claims, "azp"))
-            .map(str::to_owned);
-        Ok(Validated {
-            identity: Identity {
-                aor,
-                subject,
-                scopes,
-                client_id,
-                expires_at: exp.map(|ms| ms / 1000),
-                method: AuthMethod::Bearer,
-            },
-            expires_at_ms: exp,
-        })
-    }
-
     /// Checks that `identity` may use SIP `method` under the configured scope policy.
     pub fn authorize(&self, identity: &Identity, method: &str) -> Result<(), AuthError> {
         self.inner.config.scopes.check(identity, method)
-    }
-
-    /// The challenge to send with a 401/403 response. With an error, it carries the RFC 6750 error code and
-    /// description, and for insufficient scope the scope required.
-    pub fn challenge(&self, error: Option<&AuthError>) -> BearerChallenge {
-        let config = &self.inner.config;
-        let code = error.and_then(AuthError::oauth_error_code);
-        BearerChallenge {
-            realm: config.realm.clone(),
-            scope: match error {
-                Some(AuthError::InsufficientScope { required }) => Some(required.clone()),
-                _ => None,
-            },
-            authz_server: config.authz_server.clone(),
-            error: code,
-            error_description: error
-                .filter(|_| code.is_some())
-                .map(|e| e.public_description().to_owned()),
-        }
-    }
-
-    /// Like [`BearerValidator::challenge`], but also names the scope `method` requires, so the client can
-    /// ask for a suitable token straight away.
-    pub fn challenge_for_method(&self, method: &str, error: Option<&AuthError>) -> BearerChallenge {
-        let mut challenge = self.challenge(error);
-        if challenge.scope.is_none() {
-            challenge.scope = self
-                .inner
-                .config
-                .scopes
-                .required_scope(method)
-                .map(str::to_owned);
-        }
-        challenge
     }
 }
 
@@ -542,61 +339,6 @@ fn is_b64token(token: &str) -> bool {
         && body.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
         })
-}
-
-/// Refuses tokens that say they are something other than an access token: an introspection `token_type`
-/// other than a bearer/access token, or a Keycloak-style `typ` claim naming an ID, refresh, offline or
-/// logout token. Accepting those would let, for example, a leaked ID token act as an access token.
-fn is_access_token(claims: &Map<String, Value>) -> bool {
-    let token_type_ok = claims
-        .get("token_type")
-        .and_then(Value::as_str)
-        .is_none_or(|t| {
-            [
-                "bearer",
-                "access_token",
-                "urn:ietf:params:oauth:token-type:access_token",
-            ]
-            .iter()
-            .any(|accepted| t.eq_ignore_ascii_case(accepted))
-        });
-    let typ_ok = claims.get("typ").and_then(Value::as_str).is_none_or(|t| {
-        !["id", "refresh", "offline", "logout"]
-            .iter()
-            .any(|refused| t.eq_ignore_ascii_case(refused))
-    });
-    token_type_ok && typ_ok
-}
-
-/// A string claim; for an array, its first string element.
-fn claim_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    match claims.get(name)? {
-        Value::String(s) => Some(s.as_str()),
-        Value::Array(items) => items.iter().find_map(Value::as_str),
-        _ => None,
-    }
-}
-
-/// A NumericDate claim (RFC 7519 §2) in milliseconds.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(secs) = n.as_u64() {
-                Ok(Some(secs.saturating_mul(1000)))
-            } else if let Some(secs) = n.as_f64() {
-                // Fractional or negative dates; `as` saturates, and negative dates become the epoch.
-                Ok(Some((secs.max(0.0) * 1000.0) as u64))
-            } else {
-                Err(AuthError::InvalidToken(format!(
-                    "the {name} claim is not a NumericDate"
-                )))
-            }
-        }
-        Some(_) => Err(AuthError::InvalidToken(format!(
-            "the {name} claim is not a NumericDate"
-        ))),
-    }
 }
 
 // Compile-time guarantees: the validator is shared between tasks, and the edge awaits validation inside
@@ -610,31 +352,4 @@ const _: fn(&BearerValidator) = |validator| {
 };
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn b64token_syntax() {
-        assert!(is_b64token("abc.DEF-_~+/=="));
-        assert!(!is_b64token("abc def"));
-        assert!(!is_b64token("abc\"def"));
-        assert!(!is_b64token("===="));
-    }
-
-    #[test]
-    fn challenge_header_quoting() {
-        let challenge = BearerChallenge {
-            realm: "ex\"ample".to_owned(),
-            scope: Some("sip:register".to_owned()),
-            authz_server: Some("https://as.example.com/realms/sip".to_owned()),
-            error: Some("invalid_token"),
-            error_description: Some("bad\r\n".to_owned()),
-        };
-        assert_eq!(
-            challenge.header_value(),
-            "Bearer realm=\"ex\\\"ample\", scope=\"sip:register\", \
-             authz_server=\"https://as.example.com/realms/sip\", error=\"invalid_token\", \
-             error_description=\"bad\""
-        );
-    }
-}
+mod tests;
