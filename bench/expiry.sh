@@ -87,7 +87,8 @@ start_node() {
   RUST_LOG=${RUST_LOG:-info} "$bin_dir/presence-node" --insecure-no-auth \
     --udp 127.0.0.1:5094 --tcp 127.0.0.1:5094 \
     --presence-listen 127.0.0.1:50194 --registrar-listen 127.0.0.1:50195 \
-    --min-expires 1 --default-policy allow >"$out/server.log" 2>&1 &
+    --min-expires 1 --default-policy allow \
+    --max-subscriptions-per-source 0 >"$out/server.log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")
   for _ in $(seq 50); do

@@ -22,6 +22,10 @@
 # benchmark only. They log a warning saying so at start. Their token check
 # costs one cached validation per call; see bench/README.md.
 #
+# The load comes from one address: the edge runs without a cap on dialogs
+# per source (--max-subscriptions-per-source 0; the ladders and memory.sh
+# hold far more than its default 10,000).
+#
 # METER_PIDS: redis-server, presence, registrar and edge, so the ladder
 # charges the whole cluster's CPU and memory.
 set -euo pipefail
@@ -105,7 +109,8 @@ start() {
   edge_pid=$(spawn "$run_dir" edge "$bin_dir/edge" \
     --udp "$host:$port" --tcp "$host:$port" --edge-id bench-edge \
     --presence-url "http://$host:$presence_port" --registrar-url "http://$host:$registrar_port" \
-    --redis-url "$redis_url" "${edge_auth[@]}")
+    --redis-url "$redis_url" "${edge_auth[@]}" \
+    --max-subscriptions-per-source 0)
   if ! wait_tcp "$host" "$port" 60; then
     check_alive "$run_dir" edge "$edge_pid" || true
     stop_run_dir "$run_dir"

@@ -70,8 +70,11 @@ start() {
   require_free_port "$presence_port"
   require_free_port "$registrar_port"
 
+  # The load comes from one address: no cap on dialogs per source (the
+  # ladders hold far more than its default 10,000).
   local args=(--udp "$host:$port" --tcp "$host:$port"
-    --presence-listen "$host:$presence_port" --registrar-listen "$host:$registrar_port")
+    --presence-listen "$host:$presence_port" --registrar-listen "$host:$registrar_port"
+    --max-subscriptions-per-source 0)
   case $auth in
     none) args+=(--insecure-no-auth) ;;
     bearer)
