@@ -13,9 +13,10 @@
 //! every request carries before it is authenticated: the bearer token may be
 //! absent (Digest, trusted peers, no authentication) and changes on every
 //! refresh, while one misbehaving client (a phone looping on REGISTER, a
-//! script) keeps its From. A forged From can only use up the bucket of the
-//! name it forges, and a flood of invented names is bounded by the
-//! per-source limit.
+//! script) keeps its From. The bucket is that of the identity *at its
+//! source*: a request forging someone's From from another address draws
+//! on a bucket of its own, so it cannot lock the real user out, and a flood
+//! of invented names is bounded by the per-source limit.
 //!
 //! Memory is bounded: a bucket that has filled up again is the same as no
 //! bucket, so idle buckets are dropped when a table reaches its size, and
@@ -178,8 +179,9 @@ impl Limited {
 pub struct Limiter {
     blocked: auth::peers::TrustedPeers,
     sources: Option<Buckets<SourceKey>>,
-    /// Keyed by a hash of the identity with a per-process random key: no
-    /// string is held per identity, and collisions cannot be aimed at.
+    /// Keyed by a hash of the identity and its source with a per-process
+    /// random key: no string is held per identity, and collisions cannot be
+    /// aimed at.
     identities: Option<Buckets<u64>>,
     hasher: RandomState,
     /// New keys left unlimited because a table was full of busy buckets.
@@ -225,7 +227,7 @@ impl Limiter {
             }
         }
         if let (Some(identities), Some(identity)) = (&self.identities, identity) {
-            match identities.take(self.hasher.hash_one(identity), now) {
+            match identities.take(self.hasher.hash_one((identity, SourceKey::of(ip))), now) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.untracked.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +361,21 @@ mod tests {
         ));
         assert_eq!(
             limiter.admit(ip("198.51.100.2"), Some("b@example.com")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_forged_from_elsewhere_does_not_use_up_the_users_bucket() {
+        let limiter = Limiter::new(&RateLimits::default());
+        // Someone floods with alice's From from another address ...
+        while limiter
+            .admit(ip("203.0.113.66"), Some("alice@example.com"))
+            .is_ok()
+        {}
+        // ... alice, at her own address, is not refused.
+        assert_eq!(
+            limiter.admit(ip("198.51.100.7"), Some("alice@example.com")),
             Ok(())
         );
     }
