@@ -6,11 +6,16 @@
 //! gRPC status code, and the exit status is non-zero.
 
 mod authorization;
+mod bindings;
+mod clear;
+mod get;
+mod set;
 mod table;
+mod unregister;
+mod watch;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,9 +25,6 @@ use rpc::registrar::v1 as registrar;
 use serde_json::{json, Value};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
-
-use table::Table;
 
 /// Command-line client of the presence cluster's gRPC API.
 #[derive(Parser, Debug)]
@@ -231,8 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let json = args.json;
     match args.command {
-        Command::Get { presentities } => get(&clients, presentities, json).await,
-        Command::Watch { presentities } => watch(&clients, presentities, json).await,
+        Command::Get { presentities } => get::get(&clients, presentities, json).await,
+        Command::Watch { presentities } => watch::watch(&clients, presentities, json).await,
         Command::Set {
             presentity,
             status,
@@ -255,11 +257,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 expires,
                 pidf,
             };
-            set(&clients, request, json).await
+            set::set(&clients, request, json).await
         }
-        Command::Clear { presentity, source } => clear(&clients, presentity, source, json).await,
-        Command::Bindings { aors } => bindings(&clients, aors, json).await,
-        Command::Unregister { aor, contact } => unregister(&clients, aor, contact, json).await,
+        Command::Clear { presentity, source } => {
+            clear::clear(&clients, presentity, source, json).await
+        }
+        Command::Bindings { aors } => bindings::bindings(&clients, aors, json).await,
+        Command::Unregister { aor, contact } => {
+            unregister::unregister(&clients, aor, contact, json).await
+        }
         Command::Watchers { presentity } => {
             authorization::watchers(&clients, presentity, json).await
         }
@@ -315,339 +321,12 @@ fn print_json(value: &Value) {
     println!("{value:#}");
 }
 
-async fn get(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow::Result<()> {
-    let mut client = clients.presence()?;
-    let states = if let [presentity] = presentities.as_slice() {
-        let request = presence::GetPresenceRequest {
-            presentity: presentity.clone(),
-        };
-        vec![client
-            .get_presence(clients.request(request))
-            .await
-            .map_err(|s| call_error("GetPresence", s))?
-            .into_inner()]
-    } else {
-        let request = presence::BatchGetPresenceRequest { presentities };
-        client
-            .batch_get_presence(clients.request(request))
-            .await
-            .map_err(|s| call_error("BatchGetPresence", s))?
-            .into_inner()
-            .states
-    };
-    if json {
-        match states.as_slice() {
-            [one] => print_json(&state_json(one)),
-            many => print_json(&Value::Array(many.iter().map(state_json).collect())),
-        }
-        return Ok(());
-    }
-    let mut table = Table::new(&["PRESENTITY", "STATUS", "BASIC", "VERSION", "NOTE"]);
-    for state in &states {
-        table.row(vec![
-            state.presentity.clone(),
-            state.status.clone(),
-            basic_name(state.basic).into(),
-            state.version.to_string(),
-            state.note.clone(),
-        ]);
-    }
-    print!("{}", table.render());
-    Ok(())
-}
-
-/// `HH:MM:SS.mmm` (UTC) of now.
-fn clock() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Codes after which a watch reconnects rather than giving up.
-fn retriable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::Unknown
-            | Code::Internal
-            | Code::Cancelled
-            | Code::DeadlineExceeded
-            | Code::Aborted
-    )
-}
-
-async fn watch(clients: &Clients, presentities: Vec<String>, json: bool) -> anyhow::Result<()> {
-    let mut client = clients.presence()?;
-    let width = presentities
-        .iter()
-        .map(|p| p.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("PRESENTITY".len());
-    let widths = [12, width, 16, 7, 14];
-    if !json {
-        println!(
-            "{}",
-            table::line(
-                &["TIME", "PRESENTITY", "STATUS", "BASIC", "VERSION", "NOTE"].map(String::from),
-                &widths
-            )
-        );
-    }
-    let mut known: HashMap<String, u64> = HashMap::new();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let request = presence::WatchPresenceRequest {
-            presentities: presentities.clone(),
-            known_versions: known.clone(),
-        };
-        let failure = match client.watch_presence(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => match event.event {
-                            Some(presence::watch_presence_event::Event::State(state)) => {
-                                known.insert(state.presentity.clone(), state.version);
-                                if json {
-                                    println!("{}", state_json(&state));
-                                } else {
-                                    let cells = [
-                                        clock(),
-                                        state.presentity.clone(),
-                                        state.status.clone(),
-                                        basic_name(state.basic).to_string(),
-                                        state.version.to_string(),
-                                        state.note.clone(),
-                                    ];
-                                    println!("{}", table::line(&cells, &widths));
-                                }
-                            }
-                            Some(presence::watch_presence_event::Event::Synced(_)) => {
-                                backoff = Duration::from_millis(500);
-                                if json {
-                                    println!("{}", json!({ "synced": true }));
-                                } else {
-                                    eprintln!(
-                                        "-- up to date; watching {} presentities for changes",
-                                        presentities.len()
-                                    );
-                                }
-                            }
-                            None => {}
-                        },
-                        Ok(None) => {
-                            break tonic::Status::unavailable("the server ended the stream")
-                        }
-                        Err(status) => break status,
-                    }
-                }
-            }
-            Err(status) => status,
-        };
-        if !retriable(failure.code()) {
-            return Err(call_error("WatchPresence", failure));
-        }
-        eprintln!(
-            "-- {:?}: {}; reconnecting in {:?}",
-            failure.code(),
-            failure.message(),
-            backoff
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
-async fn set(
-    clients: &Clients,
-    request: presence::SetPresenceRequest,
-    json: bool,
-) -> anyhow::Result<()> {
-    let presentity = request.presentity.clone();
-    let source = request.source.clone();
-    let response = clients
-        .presence()?
-        .set_presence(clients.request(request))
-        .await
-        .map_err(|s| call_error("SetPresence", s))?
-        .into_inner();
-    if json {
-        print_json(&json!({
-            "presentity": presentity,
-            "source": source,
-            "version": response.version,
-            "expires": response.expires,
-        }));
-    } else {
-        let mut table = Table::new(&["PRESENTITY", "SOURCE", "VERSION", "EXPIRES"]);
-        table.row(vec![
-            presentity,
-            source,
-            response.version.to_string(),
-            format!("{}s", response.expires),
-        ]);
-        print!("{}", table.render());
-    }
-    Ok(())
-}
-
-async fn clear(
-    clients: &Clients,
-    presentity: String,
-    source: String,
-    json: bool,
-) -> anyhow::Result<()> {
-    let request = presence::ClearPresenceRequest {
-        presentity: presentity.clone(),
-        source: source.clone(),
-    };
-    let response = clients
-        .presence()?
-        .clear_presence(clients.request(request))
-        .await
-        .map_err(|s| call_error("ClearPresence", s))?
-        .into_inner();
-    if json {
-        print_json(&json!({
-            "presentity": presentity,
-            "source": source,
-            "removed": response.removed,
-            "version": response.version,
-        }));
-    } else if response.removed {
-        println!(
-            "cleared {source} for {presentity} (version {})",
-            response.version
-        );
-    } else {
-        println!("{presentity} had no publication from {source}");
-    }
-    Ok(())
-}
-
-fn binding_json(binding: &registrar::Binding) -> Value {
-    json!({
-        "uri": binding.uri,
-        "expires": binding.expires,
-        "expires_at_ms": binding.expires_at_ms,
-        "q": binding.q_milli.map(|q| f64::from(q) / 1000.0),
-        "instance_id": binding.instance_id,
-        "reg_id": binding.reg_id,
-        "call_id": binding.call_id,
-        "cseq": binding.cseq,
-        "transport": binding.transport,
-        "source": binding.source,
-        "user_agent": binding.user_agent,
-    })
-}
-
-fn bindings_table(rows: &[(String, Vec<registrar::Binding>)]) -> String {
-    let mut table = Table::new(&[
-        "AOR",
-        "CONTACT",
-        "EXPIRES",
-        "Q",
-        "TRANSPORT",
-        "SOURCE",
-        "USER-AGENT",
-    ]);
-    for (aor, bindings) in rows {
-        for b in bindings {
-            table.row(vec![
-                aor.clone(),
-                b.uri.clone(),
-                format!("{}s", b.expires),
-                b.q_milli
-                    .map(|q| format!("{:.3}", f64::from(q) / 1000.0))
-                    .unwrap_or_else(|| "-".into()),
-                b.transport.clone(),
-                b.source.clone(),
-                b.user_agent.clone(),
-            ]);
-        }
-    }
-    table.render()
-}
-
-async fn bindings(clients: &Clients, aors: Vec<String>, json: bool) -> anyhow::Result<()> {
-    let response = clients
-        .registrar()?
-        .list_bindings(clients.request(registrar::ListBindingsRequest { aors }))
-        .await
-        .map_err(|s| call_error("ListBindings", s))?
-        .into_inner();
-    let rows: Vec<(String, Vec<registrar::Binding>)> = response
-        .aors
-        .into_iter()
-        .map(|a| (a.aor, a.bindings))
-        .collect();
-    if json {
-        print_json(&Value::Array(
-            rows.iter()
-                .map(|(aor, bindings)| {
-                    json!({ "aor": aor, "bindings": bindings.iter().map(binding_json).collect::<Vec<_>>() })
-                })
-                .collect(),
-        ));
-    } else {
-        if rows.iter().any(|(_, bindings)| !bindings.is_empty()) {
-            print!("{}", bindings_table(&rows));
-        }
-        for (aor, bindings) in &rows {
-            if bindings.is_empty() {
-                eprintln!("{aor}: not registered");
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn unregister(
-    clients: &Clients,
-    aor: String,
-    contact: Option<String>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let request = registrar::UnregisterRequest {
-        aor: aor.clone(),
-        contact: contact.clone().unwrap_or_default(),
-    };
-    let removed = clients
-        .registrar()?
-        .unregister(clients.request(request))
-        .await
-        .map_err(|s| call_error("Unregister", s))?
-        .into_inner()
-        .removed;
-    if json {
-        print_json(&json!({
-            "aor": aor,
-            "removed": removed.iter().map(binding_json).collect::<Vec<_>>(),
-        }));
-    } else if removed.is_empty() {
-        match contact {
-            Some(contact) => println!("{aor} has no binding {contact}"),
-            None => println!("{aor} has no binding"),
-        }
-    } else {
-        println!("removed {} binding(s) of {aor}:", removed.len());
-        print!("{}", bindings_table(&[(aor, removed)]));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
+    use crate::watch::{clock, retriable};
 
     #[test]
     fn the_clock_has_a_fixed_width() {
