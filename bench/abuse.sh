@@ -226,6 +226,7 @@ print(f"{q(0.5):.2f} {q(0.99):.2f} {values[-1] if values else float('nan'):.2f} 
 PY
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 results="$out/rows.txt"
 : >"$results"
 for row in $rows; do
@@ -269,7 +270,7 @@ done
 {
   echo "# Abuse: a victim's PUBLISH latency while one user floods"
   echo
-  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GB; kernel $(uname -r); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GB; kernel $(uname -r); load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- commit: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown); binaries: $bin_dir"
   echo "- command: bench/abuse.sh --seconds $seconds --attack-rate $attack_rate --victim-rate $victim_rate --rows \"$rows\""
   echo "- presence-node, in-memory backend, --insecure-no-auth, UDP on 127.0.0.1; victim and attacker on the same address"
