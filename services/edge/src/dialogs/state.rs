@@ -20,6 +20,9 @@ use crate::packages::{self, WatcherSnapshot};
 use crate::transport::{Protocol, SourceKey};
 use crate::Edge;
 
+#[cfg(test)]
+mod tests;
+
 /// How many ended watchers a winfo dialog remembers, to report why a
 /// watcher left when several changes were coalesced into one NOTIFY.
 const ENDED_MEMORY: usize = 64;
