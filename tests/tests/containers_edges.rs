@@ -20,7 +20,7 @@ use sip::SubState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edges_udp_watchers_get_every_change_from_the_survivor() {
-    // Two edges with the default lease (6 s) and claim interval (1 s).
+    // Two edges with the default lease (1.5 s) and claim interval (250 ms).
     let cluster = ContainerCluster::start(Shape::default()).await;
     let doomed = cluster.edge_on_network(0);
     let survivor = cluster.edge_on_network(1);
@@ -139,7 +139,7 @@ async fn a_killed_edges_udp_watchers_get_every_change_from_the_survivor() {
         takeovers.iter().max().copied().unwrap_or_default(),
     );
     eprintln!(
-        "figures: edge container SIGKILLed under load (lease 6 s, claims every 1 s): its {} UDP \
+        "figures: edge container SIGKILLed under load (lease 1.5 s, claims every 250 ms): its {} UDP \
          watchers got the survivor's first NOTIFY {:.1}–{:.1} s after the kill; {} changes \
          applied meanwhile; {} NOTIFYs checked over {} dialogs, {} of them the survivor \
          repeating the state a watcher already had",
