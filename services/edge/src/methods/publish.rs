@@ -18,6 +18,7 @@ use crate::transport::Source;
 use crate::Edge;
 
 pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Response {
+    // A package the edge does not serve costs no token check.
     if let Err(response) = require_presence_event(request) {
         return response;
     }
@@ -25,63 +26,112 @@ pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Resp
         Ok(identity) => identity,
         Err(response) => return *response,
     };
-    let presentity = request.uri().aor();
-    if presentity != identity.aor {
-        tracing::info!(%presentity, identity = %identity.aor, "PUBLISH for another user refused");
-        return Response::for_request(request, 403)
-            .reason("Identity does not match the presentity")
-            .build();
+    match Publish::parse(request, &identity.aor) {
+        Ok(publish) => publish.apply(edge, request).await,
+        Err(response) => response,
     }
-    let headers = request.headers();
-    let Ok(expires) = headers.expires() else {
-        return Response::for_request(request, 400)
-            .reason("Bad Expires")
-            .build();
-    };
-    let content_type = if request.body().is_empty() {
-        String::new()
-    } else {
-        match headers.content_type() {
-            Ok(Some(t)) if t.essence() == PIDF => t.essence(),
-            Ok(_) => {
-                return Response::for_request(request, 415)
-                    .header(HeaderName::Accept, PIDF)
-                    .build()
-            }
-            Err(_) => {
-                return Response::for_request(request, 400)
-                    .reason("Bad Content-Type")
-                    .build()
-            }
+}
+
+/// A PUBLISH as read from the message (RFC 3903 §4, §6): the presentity
+/// (the Request-URI's AOR), the entity-tag it refreshes, modifies or removes
+/// (SIP-If-Match), the requested Expires, and the PIDF body if any. Which of
+/// initial, refresh, modify or remove it is falls to the compositor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub presentity: String,
+    /// SIP-If-Match, empty for an initial publication.
+    pub if_match: String,
+    /// `None`: the compositor's default.
+    pub expires: Option<u32>,
+    /// The body's media type (always PIDF), empty when there is no body.
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// The authenticated identity that publishes.
+    pub publisher: String,
+}
+
+impl Publish {
+    /// Reads the request; every refusal that depends only on the message and
+    /// the authenticated identity's AOR is returned as the response to send:
+    /// 489 for another event package, 403 for another user's presentity,
+    /// 400 for a bad Expires or Content-Type, 415 for a body that is not PIDF.
+    pub fn parse(request: &Request, identity_aor: &str) -> Result<Publish, Response> {
+        require_presence_event(request)?;
+        let presentity = request.uri().aor();
+        if presentity != identity_aor {
+            tracing::info!(%presentity, identity = %identity_aor, "PUBLISH for another user refused");
+            return Err(Response::for_request(request, 403)
+                .reason("Identity does not match the presentity")
+                .build());
         }
-    };
-    let result = edge
-        .services
-        .presence
-        .publish(PublishRequest {
-            presentity: presentity.clone(),
+        let headers = request.headers();
+        let Ok(expires) = headers.expires() else {
+            return Err(Response::for_request(request, 400)
+                .reason("Bad Expires")
+                .build());
+        };
+        let content_type = if request.body().is_empty() {
+            String::new()
+        } else {
+            match headers.content_type() {
+                Ok(Some(t)) if t.essence() == PIDF => t.essence(),
+                Ok(_) => {
+                    return Err(Response::for_request(request, 415)
+                        .header(HeaderName::Accept, PIDF)
+                        .build())
+                }
+                Err(_) => {
+                    return Err(Response::for_request(request, 400)
+                        .reason("Bad Content-Type")
+                        .build())
+                }
+            }
+        };
+        Ok(Publish {
+            presentity,
             if_match: headers.sip_if_match().unwrap_or_default().to_string(),
             expires,
             content_type,
             body: request.body().to_vec(),
-            publisher: identity.aor.clone(),
+            publisher: identity_aor.to_string(),
         })
-        .await;
-    match result {
-        Ok(reply) => {
-            let mut builder =
-                Response::for_request(request, 200).header(HeaderName::Expires, reply.expires);
-            if !reply.etag.is_empty() {
-                builder = builder.header(HeaderName::SipETag, &reply.etag);
+    }
+
+    /// Hands the publication to the presence service; 200 OK carries the
+    /// new SIP-ETag and the granted Expires.
+    pub async fn apply(self, edge: &Arc<Edge>, request: &Request) -> Response {
+        let presentity = self.presentity.clone();
+        let result = edge
+            .services
+            .presence
+            .publish(PublishRequest {
+                presentity: self.presentity,
+                if_match: self.if_match,
+                expires: self.expires,
+                content_type: self.content_type,
+                body: self.body,
+                publisher: self.publisher,
+            })
+            .await;
+        match result {
+            Ok(reply) => {
+                let mut builder =
+                    Response::for_request(request, 200).header(HeaderName::Expires, reply.expires);
+                if !reply.etag.is_empty() {
+                    builder = builder.header(HeaderName::SipETag, &reply.etag);
+                }
+                builder.build()
             }
-            builder.build()
-        }
-        Err(status) => {
-            tracing::info!(%presentity, code = ?status.code(), message = status.message(), "PUBLISH failed");
-            refusal_response(
-                request,
-                &Refusal::from_status(&status, edge.config.retry_after),
-            )
+            Err(status) => {
+                tracing::info!(%presentity, code = ?status.code(), message = status.message(), "PUBLISH failed");
+                refusal_response(
+                    request,
+                    &Refusal::from_status(&status, edge.config.retry_after),
+                )
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
