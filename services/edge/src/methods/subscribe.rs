@@ -28,7 +28,7 @@ use sip::{HeaderName, NameAddr, Request, Response};
 use crate::dialogs::notify::NotifyState;
 use crate::dialogs::{mode_of, Mode, NewDialog, TAKEOVER_CSEQ_GAP};
 use crate::methods::{refusal_response, require_event, Outcome};
-use crate::packages;
+use crate::packages::{self, EventPackage};
 use crate::services::Refusal;
 use crate::transport::{Protocol, Source};
 use crate::Edge;
@@ -38,98 +38,169 @@ fn new_tag() -> String {
 }
 
 pub async fn handle(edge: &Arc<Edge>, request: &Request, source: Source) -> Outcome {
-    let (package, event_id) = match require_event(request, |_| true) {
-        Ok((package, id)) => (package, id.unwrap_or_default()),
-        Err(response) => return response.into(),
-    };
-    let body_type = package.content_type();
-    let headers = request.headers();
-    if let Ok(accept) = headers.accept() {
-        if !accept.is_empty() && !accept.iter().any(|t| t.matches(body_type)) {
-            return Response::for_request(request, 406)
-                .header(HeaderName::Accept, body_type)
-                .build()
-                .into();
-        }
+    // A package the edge does not serve, or a body the subscriber cannot
+    // read, costs no token check.
+    if let Err(response) = acceptable(request) {
+        return response.into();
     }
     let identity = match edge.authn.authenticate(request, &source).await {
         Ok(identity) => identity,
         Err(response) => return (*response).into(),
     };
-    let (Ok(from), Ok(to), Ok(call_id)) = (headers.from(), headers.to(), headers.call_id()) else {
-        return Response::for_request(request, 400)
-            .reason("Bad From, To or Call-ID")
-            .build()
-            .into();
-    };
-    let Some(remote_tag) = from.tag().map(str::to_string) else {
-        return Response::for_request(request, 400)
-            .reason("Missing From tag")
-            .build()
-            .into();
-    };
-    let Ok(expires) = headers.expires() else {
-        return Response::for_request(request, 400)
-            .reason("Bad Expires")
-            .build()
-            .into();
-    };
-    let remote_target = match headers.contacts() {
-        Ok(sip::Contacts::List(list)) if !list.is_empty() => list[0].name_addr.uri.to_string(),
-        _ => {
-            return Response::for_request(request, 400)
-                .reason("Missing Contact")
-                .build()
-                .into()
-        }
-    };
-    let route_set: Vec<String> = match headers.record_route() {
-        Ok(routes) => routes.iter().map(|r| r.to_string()).collect(),
-        Err(_) => {
-            return Response::for_request(request, 400)
-                .reason("Bad Record-Route")
-                .build()
-                .into()
-        }
-    };
-    let in_dialog = to.tag().map(str::to_string);
-    let presentity = match &in_dialog {
-        Some(id) => edge
-            .dialogs
-            .presentity_of(id)
-            .unwrap_or_else(|| to.uri.aor()),
-        None => request.uri().aor(),
-    };
-    let record = DialogRecord {
-        id: in_dialog.clone().unwrap_or_else(new_tag),
-        call_id: call_id.to_string(),
-        local_tag: String::new(),
-        remote_tag,
-        remote_uri: from.uri.to_string(),
-        local_uri: to.uri.to_string(),
-        remote_target,
-        route_set,
-        transport: source.protocol.as_str().to_string(),
-        remote_addr: source.remote.to_string(),
-        edge_id: edge.config.edge_id.clone(),
-        notify_cseq: 0,
-        event_id,
-        watcher: identity.aor.clone(),
-        package: package.event().to_string(),
-    };
-    let record = DialogRecord {
-        local_tag: record.id.clone(),
-        ..record
-    };
-    if let Some(busy) = crate::drain::refuse_subscribe(edge, request, in_dialog.as_deref(), expires)
-    {
-        return busy.into();
-    }
-    match in_dialog {
-        None => create(edge, request, source, presentity, record, expires).await,
-        Some(_) => refresh(edge, request, source, presentity, record, expires).await,
+    match Subscribe::parse(request) {
+        Ok(subscribe) => subscribe.apply(edge, request, source, &identity.aor).await,
+        Err(response) => response.into(),
     }
 }
+
+/// 489 unless the Event is a package the edge serves, 406 (with Accept)
+/// unless the subscriber accepts that package's body type; else the
+/// package and the Event id.
+fn acceptable(request: &Request) -> Result<(&'static dyn EventPackage, String), Response> {
+    let (package, event_id) = require_event(request, |_| true)?;
+    let body_type = package.content_type();
+    if let Ok(accept) = request.headers().accept() {
+        if !accept.is_empty() && !accept.iter().any(|t| t.matches(body_type)) {
+            return Err(Response::for_request(request, 406)
+                .header(HeaderName::Accept, body_type)
+                .build());
+        }
+    }
+    Ok((package, event_id.unwrap_or_default()))
+}
+
+/// A SUBSCRIBE as read from the message (RFC 6665 §4.2.1; RFC 3261 §12.1.1
+/// for the dialog it creates): the event package and id, the subscriber's
+/// side of the dialog (From tag, Contact as remote target, Record-Route as
+/// route set), the To tag when it refreshes or ends an existing dialog, and
+/// the requested Expires (0: end it, or a one-time fetch out of a dialog).
+pub struct Subscribe {
+    pub package: &'static dyn EventPackage,
+    pub event_id: String,
+    pub call_id: String,
+    /// The From tag.
+    pub remote_tag: String,
+    /// The From URI.
+    pub remote_uri: String,
+    /// The To URI.
+    pub local_uri: String,
+    /// The To URI's address-of-record: the presentity of an in-dialog
+    /// request whose dialog this edge does not hold.
+    pub to_aor: String,
+    /// The Request-URI's address-of-record: the presentity of a new dialog.
+    pub request_aor: String,
+    /// The To tag: the dialog this request refreshes or ends.
+    pub in_dialog: Option<String>,
+    pub expires: Option<u32>,
+    /// The first Contact's URI.
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+}
+
+impl Subscribe {
+    /// Reads the request; every refusal that depends only on the message is
+    /// returned as the response to send.
+    pub fn parse(request: &Request) -> Result<Subscribe, Response> {
+        let (package, event_id) = acceptable(request)?;
+        let headers = request.headers();
+        let (Ok(from), Ok(to), Ok(call_id)) = (headers.from(), headers.to(), headers.call_id())
+        else {
+            return Err(Response::for_request(request, 400)
+                .reason("Bad From, To or Call-ID")
+                .build());
+        };
+        let Some(remote_tag) = from.tag().map(str::to_string) else {
+            return Err(Response::for_request(request, 400)
+                .reason("Missing From tag")
+                .build());
+        };
+        let Ok(expires) = headers.expires() else {
+            return Err(Response::for_request(request, 400)
+                .reason("Bad Expires")
+                .build());
+        };
+        let remote_target = match headers.contacts() {
+            Ok(sip::Contacts::List(list)) if !list.is_empty() => list[0].name_addr.uri.to_string(),
+            _ => {
+                return Err(Response::for_request(request, 400)
+                    .reason("Missing Contact")
+                    .build())
+            }
+        };
+        let route_set: Vec<String> = match headers.record_route() {
+            Ok(routes) => routes.iter().map(|r| r.to_string()).collect(),
+            Err(_) => {
+                return Err(Response::for_request(request, 400)
+                    .reason("Bad Record-Route")
+                    .build())
+            }
+        };
+        Ok(Subscribe {
+            package,
+            event_id,
+            call_id: call_id.to_string(),
+            remote_tag,
+            remote_uri: from.uri.to_string(),
+            local_uri: to.uri.to_string(),
+            to_aor: to.uri.aor(),
+            request_aor: request.uri().aor(),
+            in_dialog: to.tag().map(str::to_string),
+            expires,
+            remote_target,
+            route_set,
+        })
+    }
+
+    /// Creates, refreshes, takes over or ends the subscription of `watcher`
+    /// (the authenticated identity, never the From header's claim).
+    pub async fn apply(
+        self,
+        edge: &Arc<Edge>,
+        request: &Request,
+        source: Source,
+        watcher: &str,
+    ) -> Outcome {
+        let in_dialog = self.in_dialog;
+        let presentity = match &in_dialog {
+            Some(id) => edge
+                .dialogs
+                .presentity_of(id)
+                .unwrap_or_else(|| self.to_aor.clone()),
+            None => self.request_aor,
+        };
+        let id = in_dialog.clone().unwrap_or_else(new_tag);
+        let record = DialogRecord {
+            id: id.clone(),
+            call_id: self.call_id,
+            local_tag: id,
+            remote_tag: self.remote_tag,
+            remote_uri: self.remote_uri,
+            local_uri: self.local_uri,
+            remote_target: self.remote_target,
+            route_set: self.route_set,
+            transport: source.protocol.as_str().to_string(),
+            remote_addr: source.remote.to_string(),
+            edge_id: edge.config.edge_id.clone(),
+            notify_cseq: 0,
+            event_id: self.event_id,
+            watcher: watcher.to_string(),
+            package: self.package.event().to_string(),
+        };
+        let expires = self.expires;
+        if let Some(busy) =
+            crate::drain::refuse_subscribe(edge, request, in_dialog.as_deref(), expires)
+        {
+            return busy.into();
+        }
+        match in_dialog {
+            None => create(edge, request, source, presentity, record, expires).await,
+            Some(_) => refresh(edge, request, source, presentity, record, expires).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
 
 async fn call(
     edge: &Edge,
