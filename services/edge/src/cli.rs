@@ -160,6 +160,11 @@ pub struct TransportArgs {
     /// upgrade); CRLF keep-alives do not count.
     #[arg(long, env = "EDGE_FIRST_MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
     pub first_message_timeout_ms: u64,
+    /// Receive loops per UDP socket, each reading and handling datagrams
+    /// on its own (0, the default: one per core). One loop keeps all UDP
+    /// work on one core, however many the runtime has.
+    #[arg(long, env = "EDGE_UDP_RECEIVERS", default_value_t = 0)]
+    pub udp_receivers: usize,
     /// Requests per second allowed from one source address (IPv6: per
     /// /64); 0, the default, is no limit (one address may carry a whole
     /// site). Over it: 503 with Retry-After.
@@ -236,6 +241,9 @@ impl TransportArgs {
             anyhow::bail!("--first-message-timeout-ms must be positive");
         }
         config.first_message_timeout = Duration::from_millis(self.first_message_timeout_ms);
+        if self.udp_receivers > 0 {
+            config.udp_receivers = self.udp_receivers;
+        }
         for (name, value) in [
             ("--rate-per-source", self.rate_per_source),
             ("--burst-per-source", self.burst_per_source),

@@ -36,6 +36,10 @@ pub struct EdgeConfig {
     pub limits: sip::Limits,
     /// Largest UDP datagram accepted; larger ones are dropped and counted.
     pub max_datagram: usize,
+    /// Receive loops per UDP socket. Each reads a datagram and handles it
+    /// until it has to wait, so one loop keeps every UDP request's work on
+    /// one core; several read the same socket concurrently.
+    pub udp_receivers: usize,
     /// RFC 3261 timers: T1 (RTT estimate) and T2 (maximum retransmit interval).
     pub t1: Duration,
     pub t2: Duration,
@@ -104,6 +108,7 @@ impl Default for EdgeConfig {
             rpc_timeout: Duration::from_secs(2),
             limits: sip::Limits::default(),
             max_datagram: 65_507,
+            udp_receivers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             notify_min_interval: Duration::ZERO,

@@ -242,11 +242,13 @@ pub fn serve(edge: Arc<Edge>, bound: Bound, handler: Handler) -> Vec<JoinHandle<
     }
     let mut tasks = Vec::new();
     for socket in bound.udp {
-        tasks.push(tokio::spawn(udp::receive_loop(
-            edge.clone(),
-            socket,
-            handler.clone(),
-        )));
+        for _ in 0..edge.config.udp_receivers.max(1) {
+            tasks.push(tokio::spawn(udp::receive_loop(
+                edge.clone(),
+                socket.clone(),
+                handler.clone(),
+            )));
+        }
     }
     if let Some(reloading) = &bound.tls {
         tasks.push(tokio::spawn(tls::watch(reloading.clone())));

@@ -1,5 +1,7 @@
-//! UDP: one receive loop per socket; each datagram is handled on it, and in
-//! a task of its own once it has to wait ([`super::deliver`]).
+//! UDP: receive loops per socket (`--udp-receivers`, one per core by
+//! default), reading the same socket concurrently; each datagram is handled
+//! on the loop that read it, and in a task of its own once it has to wait
+//! ([`super::deliver`]).
 //!
 //! A datagram over the size limit is never parsed: it is counted, and
 //! answered `513 Message Too Large` (RFC 3261 §18.1.1) when its first bytes
