@@ -115,8 +115,9 @@ struct Signal {
 struct Entry {
     presentity: String,
     signal: watch::Sender<Signal>,
-    /// The dialog as activated (its route is in the signal).
-    record: DialogRecord,
+    /// The dialog as activated (its route is in the signal), shared with
+    /// its sender until a route change makes the sender copy it.
+    record: Arc<DialogRecord>,
     /// Last CSeq used for a NOTIFY, shared with the sender.
     cseq: Arc<AtomicU32>,
     /// What the watcher last acknowledged ([`Acknowledged`]), written by the

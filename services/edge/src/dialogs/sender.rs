@@ -55,7 +55,8 @@ impl Acknowledged {
 
 /// What one dialog's NOTIFY sender owns.
 pub(super) struct Sender {
-    pub(super) record: DialogRecord,
+    /// Shared with the index entry; copied when the route changes.
+    pub(super) record: Arc<DialogRecord>,
     pub(super) presentity: String,
     pub(super) protocol: Protocol,
     pub(super) remote: SocketAddr,
@@ -99,8 +100,9 @@ pub(super) async fn run_sender(edge: Arc<Edge>, mut d: Sender, mut rx: watch::Re
         if let Some((protocol, remote)) = signal.route {
             d.protocol = protocol;
             d.remote = remote;
-            d.record.transport = protocol.as_str().to_string();
-            d.record.remote_addr = remote.to_string();
+            let record = Arc::make_mut(&mut d.record);
+            record.transport = protocol.as_str().to_string();
+            record.remote_addr = remote.to_string();
         }
         if let Some(reason) = &signal.end {
             let cseq = d.next_cseq();

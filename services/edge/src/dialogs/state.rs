@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::WatcherEntry;
+use contract::{DialogRecord, WatcherEntry};
 use store::FeedControl;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -189,6 +189,7 @@ impl Dialogs {
         let mut record = dialog.record;
         record.transport = dialog.protocol.as_str().to_string();
         record.remote_addr = dialog.remote.to_string();
+        let record = Arc::new(record);
         index
             .by_presentity
             .entry(dialog.presentity.clone())
@@ -443,7 +444,7 @@ impl Dialogs {
                 if signal.end.is_some() {
                     return None;
                 }
-                let mut record = entry.record.clone();
+                let mut record = DialogRecord::clone(&entry.record);
                 if let Some((protocol, remote)) = signal.route {
                     record.transport = protocol.as_str().to_string();
                     record.remote_addr = remote.to_string();
