@@ -13,6 +13,8 @@ use cluster_tests::cluster::Cluster;
 use cluster_tests::free_port;
 use cluster_tests::process::{wait_for_tcp, Process};
 use cluster_tests::ua::{pidf, Ua, WAIT};
+use presence::subscriptions::SubscriptionStatus;
+use presence::SubscriptionRecord;
 use rpc::presence::v1::presence_client::PresenceClient;
 use rpc::presence::v1::{GetPresenceRequest, PresenceState};
 use sip::{Request, SubState};
@@ -112,13 +114,13 @@ async fn epoch(backend: &dyn Backend) -> Option<String> {
         .map(|r| String::from_utf8_lossy(&r.value).into_owned())
 }
 
-async fn subscription_record(backend: &dyn Backend, dialog_id: &str) -> Option<serde_json::Value> {
+async fn subscription_record(backend: &dyn Backend, dialog_id: &str) -> Option<SubscriptionRecord> {
     let key = Key::new(Kind::Subscriptions, ALICE);
     read("the subscription record", || {
         backend.map_get(&key, dialog_id)
     })
     .await
-    .map(|raw| serde_json::from_slice(&raw).expect("a JSON subscription record"))
+    .map(|raw| SubscriptionRecord::decode(&raw).expect("a subscription record"))
 }
 
 /// Alice's composed state as the presence service has it now.
@@ -215,7 +217,7 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
     let stored = subscription_record(backend.as_ref(), &dialog_id)
         .await
         .expect("the subscription record");
-    let expires_at_ms = stored["expires_at_ms"].as_u64().expect("expires_at_ms");
+    let expires_at_ms = stored.expires_at_ms;
     let old_epoch = wait_for_epoch(backend.as_ref()).await;
 
     // Every key is lost.
@@ -269,22 +271,22 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
     let restored = subscription_record(backend.as_ref(), &dialog_id)
         .await
         .expect("the subscription record is back");
-    let d = &restored["dialog"];
-    assert_eq!(restored["presentity"], ALICE);
-    assert_eq!(restored["status"], "active");
-    assert_eq!(d["id"], dialog_id.as_str());
-    assert_eq!(d["call_id"], dialog.call_id.as_str());
-    assert_eq!(d["local_tag"], dialog.remote_tag.as_str());
-    assert_eq!(d["remote_tag"], dialog.local_tag.as_str());
-    assert_eq!(d["remote_uri"], stored["dialog"]["remote_uri"]);
-    assert_eq!(d["remote_target"], stored["dialog"]["remote_target"]);
-    assert_eq!(d["remote_addr"], stored["dialog"]["remote_addr"]);
-    assert_eq!(d["transport"], "udp");
-    assert_eq!(d["watcher"], BOB);
-    assert_eq!(d["edge_id"], EDGE_ID);
+    let d = &restored.dialog;
+    assert_eq!(restored.presentity, ALICE);
+    assert_eq!(restored.status, SubscriptionStatus::Active);
+    assert_eq!(d.id, dialog_id);
+    assert_eq!(d.call_id, dialog.call_id);
+    assert_eq!(d.local_tag, dialog.remote_tag);
+    assert_eq!(d.remote_tag, dialog.local_tag);
+    assert_eq!(d.remote_uri, stored.dialog.remote_uri);
+    assert_eq!(d.remote_target, stored.dialog.remote_target);
+    assert_eq!(d.remote_addr, stored.dialog.remote_addr);
+    assert_eq!(d.transport, "udp");
+    assert_eq!(d.watcher, BOB);
+    assert_eq!(d.edge_id, EDGE_ID);
     // The CSeq the edge had used when it restored the record.
-    assert_eq!(d["notify_cseq"].as_u64(), Some(u64::from(first_cseq)));
-    let restored_expiry = restored["expires_at_ms"].as_u64().expect("expires_at_ms");
+    assert_eq!(d.notify_cseq, first_cseq);
+    let restored_expiry = restored.expires_at_ms;
     assert!(
         restored_expiry.abs_diff(expires_at_ms) < 1000,
         "expiry kept: {expires_at_ms} then {restored_expiry}"

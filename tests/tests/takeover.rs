@@ -11,6 +11,7 @@ use cluster_tests::cluster::Cluster;
 use cluster_tests::free_port;
 use cluster_tests::process::{wait_for_tcp, Process};
 use cluster_tests::ua::{body_text, pidf, Ua, WAIT};
+use presence::SubscriptionRecord;
 use sip::{HeaderName, Method, Request};
 use store::{Backend, Key, Kind};
 
@@ -215,12 +216,10 @@ async fn owners(backend: &dyn Backend, presentity: &str) -> Vec<String> {
         .expect("reading the subscription records")
         .into_iter()
         .map(|(_, raw)| {
-            let record: serde_json::Value =
-                serde_json::from_slice(&raw).expect("a JSON subscription record");
-            record["dialog"]["edge_id"]
-                .as_str()
-                .expect("edge_id")
-                .to_string()
+            SubscriptionRecord::decode(&raw)
+                .expect("a subscription record")
+                .dialog
+                .edge_id
         })
         .collect()
 }

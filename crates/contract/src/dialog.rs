@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{CodecError, Reader, Writer};
+
 /// The event package of presence (RFC 3856).
 pub const PRESENCE: &str = "presence";
 
@@ -38,6 +40,49 @@ impl DialogRecord {
     /// True for a `presence.winfo` subscription.
     pub fn is_winfo(&self) -> bool {
         self.package == WINFO
+    }
+
+    /// Writes the record's fields in declaration order, as part of the
+    /// binary encoding of the subscription record that holds it (see
+    /// [`crate::codec`]: binary because JSON serialisation of stored
+    /// records cost ~12 % of the CPU under load).
+    pub fn encode_into(&self, w: &mut Writer) {
+        w.str(&self.id);
+        w.str(&self.call_id);
+        w.str(&self.local_tag);
+        w.str(&self.remote_tag);
+        w.str(&self.remote_uri);
+        w.str(&self.local_uri);
+        w.str(&self.remote_target);
+        w.seq(&self.route_set, |w, route| w.str(route));
+        w.str(&self.transport);
+        w.str(&self.remote_addr);
+        w.str(&self.edge_id);
+        w.varint(u64::from(self.notify_cseq));
+        w.str(&self.event_id);
+        w.str(&self.watcher);
+        w.str(&self.package);
+    }
+
+    /// Reads what [`DialogRecord::encode_into`] wrote.
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        Ok(DialogRecord {
+            id: r.string()?,
+            call_id: r.string()?,
+            local_tag: r.string()?,
+            remote_tag: r.string()?,
+            remote_uri: r.string()?,
+            local_uri: r.string()?,
+            remote_target: r.string()?,
+            route_set: r.seq(Reader::string)?,
+            transport: r.string()?,
+            remote_addr: r.string()?,
+            edge_id: r.string()?,
+            notify_cseq: r.u32()?,
+            event_id: r.string()?,
+            watcher: r.string()?,
+            package: r.string()?,
+        })
     }
 }
 
@@ -76,5 +121,57 @@ mod tests {
             ..record
         };
         assert!(winfo.is_winfo());
+    }
+
+    fn round_trip(record: &DialogRecord) -> Result<DialogRecord, CodecError> {
+        let mut w = Writer::new();
+        record.encode_into(&mut w);
+        let bytes = w.into_vec();
+        let mut r = Reader::new(&bytes);
+        let decoded = DialogRecord::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(decoded)
+    }
+
+    fn full() -> DialogRecord {
+        DialogRecord {
+            id: "d1".into(),
+            call_id: "c@host".into(),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+            remote_uri: "sip:bob@example.com".into(),
+            local_uri: "sip:alice@example.com".into(),
+            remote_target: "sip:bob@192.0.2.1:5060;transport=tcp".into(),
+            route_set: vec!["<sip:p1.example.com;lr>".into(), "<sip:p2;lr>".into()],
+            transport: "tcp".into(),
+            remote_addr: "192.0.2.1:5060".into(),
+            edge_id: "edge-ä".into(),
+            notify_cseq: u32::MAX,
+            event_id: "\u{1F600}".into(),
+            watcher: "sip:bøb@example.com".into(),
+            package: WINFO.into(),
+        }
+    }
+
+    #[test]
+    fn a_dialog_record_round_trips() {
+        let record = full();
+        assert_eq!(round_trip(&record), Ok(record));
+        // Empty route set and empty strings.
+        assert_eq!(
+            round_trip(&DialogRecord::default()),
+            Ok(DialogRecord::default())
+        );
+    }
+
+    #[test]
+    fn a_truncated_dialog_record_is_an_error() {
+        let mut w = Writer::new();
+        full().encode_into(&mut w);
+        let bytes = w.into_vec();
+        for len in 0..bytes.len() {
+            let mut r = Reader::new(&bytes[..len]);
+            assert!(DialogRecord::decode_from(&mut r).is_err(), "{len} bytes");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! records and formats both sides read and write, so neither depends on the
 //! other's internals.
 //!
+//! * [`codec`] — the compact binary encoding of stored records (JSON is
+//!   still read).
 //! * [`dialog`] — the dialog record an edge needs to send NOTIFYs, and the
 //!   watcher entries of watcher information (RFC 3858).
 //! * [`announcement`] — what is published on a presentity's channel for the
@@ -10,10 +12,12 @@
 //! * [`now_ms`] — the one wall clock of timestamps that cross the boundary.
 
 pub mod announcement;
+pub mod codec;
 pub mod convert;
 pub mod dialog;
 
 pub use announcement::Announcement;
+pub use codec::{CodecError, Reader, Writer};
 pub use dialog::{DialogRecord, WatcherEntry, PRESENCE, WINFO};
 
 /// Milliseconds since the Unix epoch, from the system clock.

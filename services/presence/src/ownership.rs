@@ -66,7 +66,7 @@ pub async fn unindex_record(
     raw: &[u8],
     member: &str,
 ) -> Result<(), StoreError> {
-    match serde_json::from_slice::<SubscriptionRecord>(raw) {
+    match SubscriptionRecord::decode(raw) {
         Ok(record) => unindex(backend, &record.dialog.edge_id, member).await,
         Err(_) => Ok(()),
     }
@@ -256,7 +256,7 @@ impl Ownership {
             unindex(backend.as_ref(), dead, member).await?;
             return Ok(None);
         };
-        let Ok(mut record) = serde_json::from_slice::<SubscriptionRecord>(&raw) else {
+        let Ok(mut record) = SubscriptionRecord::decode(&raw) else {
             unindex(backend.as_ref(), dead, member).await?;
             return Ok(None);
         };
@@ -267,9 +267,8 @@ impl Ownership {
         }
         record.dialog.edge_id = claimer.to_string();
         record.dialog.notify_cseq = record.dialog.notify_cseq.saturating_add(TAKEOVER_CSEQ_GAP);
-        let value = serde_json::to_vec(&record).map_err(|e| StoreError::Protocol(e.to_string()))?;
         if !backend
-            .map_replace(&key, dialog_id, &raw, Bytes::from(value))
+            .map_replace(&key, dialog_id, &raw, Bytes::from(record.encode()))
             .await?
         {
             // Another survivor (or a refresh) won the race.

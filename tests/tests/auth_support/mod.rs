@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use cluster_tests::ua::{pidf, Ua};
 use md5::Md5;
+use presence::SubscriptionRecord;
 use sha2::{Digest, Sha256, Sha512_256};
 use sip::{Authorization, Challenge, Event, HeaderName, Method, NameAddr, Response, Uri};
 use store::{Key, Kind};
@@ -200,16 +201,9 @@ pub async fn stored_subscriptions(redis_url: &str, presentity: &str) -> Vec<(Str
         .expect("reading subscriptions");
     records
         .iter()
-        .map(|(_, json)| {
-            let record: serde_json::Value =
-                serde_json::from_slice(json).expect("subscription record is JSON");
-            let field = |name: &str| {
-                record["dialog"][name]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{name} in the subscription record"))
-                    .to_owned()
-            };
-            (field("watcher"), field("remote_uri"))
+        .map(|(_, raw)| {
+            let record = SubscriptionRecord::decode(raw).expect("a subscription record");
+            (record.dialog.watcher, record.dialog.remote_uri)
         })
         .collect()
 }

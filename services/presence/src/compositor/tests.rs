@@ -344,3 +344,105 @@ async fn a_phone_that_stays_registered_shows_the_registration_after_the_hold_off
     other.set_source(&registration(), T0).await.unwrap();
     assert_eq!(other.view(ALICE).await.unwrap().basic, Basic::Open);
 }
+
+fn publication(etag: &str, source: Option<&str>) -> StoredPublication {
+    StoredPublication {
+        etag: etag.into(),
+        expires_at_ms: T0 + 600_000,
+        published_at_ms: T0,
+        body: String::from_utf8(pidf_body(PresenceStatus::Away, "in \"Zürich\" <&> 🙂").to_vec())
+            .unwrap(),
+        publisher: "alice@example.com".into(),
+        source: source.map(Into::into),
+    }
+}
+
+#[test]
+fn a_presentity_record_round_trips_in_the_binary_encoding() {
+    let record = PresentityRecord {
+        version: u64::MAX,
+        publications: vec![
+            publication("e1", None),
+            publication("e2", Some(REGISTRATION_SOURCE)),
+            publication("", Some("")),
+        ],
+        composed: "<presence>ünïcödé</presence>".into(),
+        composed_own: true,
+        fallback_at_ms: T0,
+    };
+    let bytes = record.encode();
+    assert_eq!(bytes[0], contract::codec::TAG);
+    assert_eq!(PresentityRecord::decode(&bytes).unwrap(), record);
+    let empty = PresentityRecord::default();
+    assert_eq!(PresentityRecord::decode(&empty.encode()).unwrap(), empty);
+    // Every truncation is an error, never a panic.
+    for len in 0..bytes.len() {
+        assert!(PresentityRecord::decode(&bytes[..len]).is_err(), "{len}");
+    }
+}
+
+#[test]
+fn a_presentity_record_in_the_old_json_encoding_is_still_read() {
+    let json = br#"{"version":7,"publications":[{"etag":"e1","expires_at_ms":5,
+        "published_at_ms":1,"body":"<presence>\"x\"</presence>","publisher":"alice"},
+        {"etag":"e2","expires_at_ms":6,"published_at_ms":2,"body":"b","publisher":"r",
+        "source":"registration"}],"composed":"<c/>"}"#;
+    let record = PresentityRecord::decode(json).unwrap();
+    assert_eq!(record.version, 7);
+    assert_eq!(record.publications.len(), 2);
+    assert_eq!(record.publications[0].body, "<presence>\"x\"</presence>");
+    assert_eq!(record.publications[0].source, None);
+    assert_eq!(
+        record.publications[1].source.as_deref(),
+        Some(REGISTRATION_SOURCE)
+    );
+    assert!(!record.composed_own);
+    assert_eq!(record.fallback_at_ms, 0);
+    // What the previous release wrote is what serde still writes.
+    let reencoded = serde_json::to_vec(&record).unwrap();
+    assert_eq!(PresentityRecord::decode(&reencoded).unwrap(), record);
+}
+
+#[test]
+fn garbage_is_not_a_presentity_record() {
+    for garbage in [
+        &b""[..],
+        b"\x00",
+        b"\x01",
+        b"\x01\x02",
+        b"{",
+        b"{}",
+        b"null",
+        b"\xff\xfe",
+    ] {
+        assert!(PresentityRecord::decode(garbage).is_err(), "{garbage:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_record_the_previous_release_wrote_is_read_and_rewritten_binary() {
+    let compositor = compositor();
+    let first = compositor.publish(&initial("old"), T0).await.unwrap();
+    let (rev, record) = compositor.load(ALICE).await.unwrap();
+    let key = Compositor::key(ALICE);
+    let json = serde_json::to_vec(&record).unwrap();
+    let backend = compositor.backend();
+    assert!(backend
+        .cas_record(&key, rev, Some(Bytes::from(json)), None, None)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        compositor.view(ALICE).await.unwrap().note.as_deref(),
+        Some("old")
+    );
+    let refreshed = compositor
+        .publish(&conditional(&first.etag, 600, None), T0 + 1)
+        .await
+        .unwrap();
+    assert!(!refreshed.etag.is_empty());
+    let stored = backend.get_record(&key).await.unwrap().unwrap();
+    assert_eq!(stored.value[0], contract::codec::TAG);
+    let record = PresentityRecord::decode(&stored.value).unwrap();
+    assert_eq!(record.publications[0].etag, refreshed.etag);
+}

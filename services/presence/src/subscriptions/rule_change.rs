@@ -25,7 +25,7 @@ impl Subscriptions {
         let key = map_key(presentity);
         let mut moved = Vec::new();
         for (dialog_id, raw) in backend.map_list(&key).await? {
-            let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw) else {
+            let Ok(record) = SubscriptionRecord::decode(&raw) else {
                 continue;
             };
             if record.dialog.is_winfo() {
@@ -75,7 +75,7 @@ impl Subscriptions {
                 _ => continue,
             };
             if !backend
-                .map_replace(&key, &dialog_id, &raw, encode(&next)?)
+                .map_replace(&key, &dialog_id, &raw, encode(&next))
                 .await?
             {
                 continue;

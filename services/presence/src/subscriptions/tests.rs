@@ -295,3 +295,144 @@ async fn a_watcher_beyond_its_limit_is_refused_until_a_subscription_ends() {
     assert!(telemetry::encode()
         .contains("presence_limit_refusals_total{limit=\"subscriptions_per_watcher\"}"));
 }
+
+fn full_record(status: SubscriptionStatus) -> SubscriptionRecord {
+    SubscriptionRecord {
+        presentity: "ålice@example.com".into(),
+        dialog: DialogRecord {
+            remote_uri: "sip:bob@example.com".into(),
+            local_uri: "sip:ålice@example.com".into(),
+            remote_target: "sip:bob@192.0.2.7:5070;transport=tls;ob".into(),
+            route_set: vec![
+                "<sip:edge-1.example.com;lr>".into(),
+                "<sip:[2001:db8::1]:5061;transport=tls;lr>".into(),
+            ],
+            transport: "tls".into(),
+            remote_addr: "192.0.2.7:5070".into(),
+            notify_cseq: 17,
+            event_id: "🙂".into(),
+            package: WINFO.into(),
+            ..dialog("d1", "bob@example.com")
+        },
+        expires_at_ms: T0 + 3_600_000,
+        status,
+        masked: true,
+        approved: true,
+    }
+}
+
+#[test]
+fn a_subscription_record_round_trips_in_the_binary_encoding() {
+    for status in [
+        SubscriptionStatus::Active,
+        SubscriptionStatus::Pending,
+        SubscriptionStatus::Terminated,
+    ] {
+        let record = full_record(status);
+        let bytes = record.encode();
+        assert_eq!(bytes[0], contract::codec::TAG);
+        assert_eq!(SubscriptionRecord::decode(&bytes).unwrap(), record);
+        for len in 0..bytes.len() {
+            assert!(SubscriptionRecord::decode(&bytes[..len]).is_err(), "{len}");
+        }
+    }
+    // Empty route set, empty strings, flags off.
+    let bare = SubscriptionRecord {
+        presentity: String::new(),
+        dialog: DialogRecord::default(),
+        expires_at_ms: 0,
+        status: SubscriptionStatus::Active,
+        masked: false,
+        approved: false,
+    };
+    assert_eq!(SubscriptionRecord::decode(&bare.encode()).unwrap(), bare);
+}
+
+#[test]
+fn a_subscription_record_is_smaller_than_its_json() {
+    let record = full_record(SubscriptionStatus::Active);
+    let binary = record.encode().len();
+    let json = serde_json::to_vec(&record).unwrap().len();
+    assert!(binary * 10 < json * 6, "binary {binary} B, JSON {json} B");
+    eprintln!("subscription record: binary {binary} B, JSON {json} B");
+}
+
+#[test]
+fn a_subscription_record_in_the_old_json_encoding_is_still_read() {
+    // As the previous release wrote it (no `masked`, `approved`, `package`,
+    // `route_set`: records older than those fields).
+    let json = br#" {"presentity":"alice@example.com","dialog":{"id":"d","call_id":"c",
+        "local_tag":"l","remote_tag":"r","remote_uri":"sip:b@x","local_uri":"sip:a@x",
+        "remote_target":"sip:b@1.2.3.4","transport":"udp","remote_addr":"1.2.3.4:5060",
+        "edge_id":"e","notify_cseq":3,"watcher":"sip:b@x"},"expires_at_ms":42,
+        "status":"pending"}"#;
+    let record = SubscriptionRecord::decode(json).unwrap();
+    assert_eq!(record.presentity, ALICE);
+    assert_eq!(record.status, SubscriptionStatus::Pending);
+    assert_eq!(record.expires_at_ms, 42);
+    assert_eq!(record.dialog.notify_cseq, 3);
+    assert!(record.dialog.route_set.is_empty());
+    assert!(!record.masked && !record.approved && !record.dialog.is_winfo());
+    let full = full_record(SubscriptionStatus::Active);
+    let old = serde_json::to_vec(&full).unwrap();
+    assert_eq!(SubscriptionRecord::decode(&old).unwrap(), full);
+}
+
+#[test]
+fn garbage_is_not_a_subscription_record() {
+    for garbage in [
+        &b""[..],
+        b"\x01\x01",
+        b"\x01\x09",
+        b"[]",
+        b"{\"presentity\":1}",
+    ] {
+        assert!(SubscriptionRecord::decode(garbage).is_err(), "{garbage:?}");
+    }
+    // A status that does not exist.
+    let mut bytes = full_record(SubscriptionStatus::Active).encode();
+    let status_at = bytes.len() - 3;
+    bytes[status_at] = 9;
+    assert!(matches!(
+        SubscriptionRecord::decode(&bytes),
+        Err(contract::CodecError::Invalid { .. })
+    ));
+}
+
+#[tokio::test]
+async fn subscriptions_the_previous_release_wrote_keep_working() {
+    let subscriptions = subscriptions();
+    let backend = subscriptions.compositor.backend().clone();
+    let old = SubscriptionRecord {
+        presentity: ALICE.into(),
+        dialog: dialog("d1", "bob@example.com"),
+        expires_at_ms: T0 + 600_000,
+        status: SubscriptionStatus::Active,
+        masked: false,
+        approved: false,
+    };
+    let json = serde_json::to_vec(&old).unwrap();
+    backend
+        .map_put(&map_key(ALICE), "d1", Bytes::from(json))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscriptions.list(ALICE).await.unwrap(),
+        std::slice::from_ref(&old)
+    );
+    // A refresh reads the old record and writes the binary one.
+    let refresh = SubscribeCommand {
+        refresh: true,
+        ..new_subscription(ALICE, "d1", "bob@example.com")
+    };
+    subscriptions.subscribe(&refresh, T0 + 1).await.unwrap();
+    let raw = backend
+        .map_get(&map_key(ALICE), "d1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw[0], contract::codec::TAG);
+    let refreshed = SubscriptionRecord::decode(&raw).unwrap();
+    assert_eq!(refreshed.dialog.call_id, old.dialog.call_id);
+    assert!(refreshed.expires_at_ms > old.expires_at_ms);
+}

@@ -377,3 +377,118 @@ async fn registrations_drive_presence_until_the_last_binding_goes() {
         pidf::Basic::Closed
     );
 }
+
+fn stored_binding(uri: &str, instance_id: &str, reg_id: Option<u32>) -> Binding {
+    Binding {
+        uri: uri.into(),
+        expires_at_ms: T0 + 3_600_000,
+        q_milli: Some(500),
+        instance_id: instance_id.into(),
+        reg_id,
+        call_id: "call-ü@host".into(),
+        cseq: u32::MAX,
+        transport: "tls".into(),
+        source: "[2001:db8::1]:5061".into(),
+        user_agent: "Phöne/1.0 \"beta\" 🙂".into(),
+    }
+}
+
+#[test]
+fn stored_bindings_round_trip_in_the_binary_encoding() {
+    let stored = StoredBindings {
+        bindings: vec![
+            stored_binding(
+                "sip:a@10.0.0.1;ob",
+                "<urn:uuid:00000000-0000-1000-8000-000a95a0e128>",
+                Some(1),
+            ),
+            Binding {
+                q_milli: None,
+                ..stored_binding("sip:b@10.0.0.2", "", None)
+            },
+        ],
+    };
+    let bytes = StoredBindings::encode(&stored.bindings);
+    assert_eq!(bytes[0], contract::codec::TAG);
+    assert_eq!(StoredBindings::decode(&bytes).unwrap(), stored);
+    for len in 0..bytes.len() {
+        assert!(StoredBindings::decode(&bytes[..len]).is_err(), "{len}");
+    }
+    let empty = StoredBindings::default();
+    assert_eq!(
+        StoredBindings::decode(&StoredBindings::encode(&[])).unwrap(),
+        empty
+    );
+}
+
+#[test]
+fn stored_bindings_in_the_old_json_encoding_are_still_read() {
+    // As the previous release wrote them; the first without the fields
+    // that came later.
+    let json = br#"{"bindings":[{"uri":"sip:a@10.0.0.1","expires_at_ms":5,
+        "call_id":"c1","cseq":2},{"uri":"sip:b@10.0.0.2","expires_at_ms":6,
+        "q_milli":700,"instance_id":"<urn:x>","reg_id":1,"call_id":"c2","cseq":3,
+        "transport":"tcp","source":"10.0.0.2:5060","user_agent":"ua"}]}"#;
+    let stored = StoredBindings::decode(json).unwrap();
+    assert_eq!(stored.bindings.len(), 2);
+    assert_eq!(stored.bindings[0].q_milli, None);
+    assert_eq!(stored.bindings[0].instance_id, "");
+    assert_eq!(stored.bindings[1].q_milli, Some(700));
+    assert_eq!(stored.bindings[1].reg_id, Some(1));
+    assert_eq!(stored.bindings[1].user_agent, "ua");
+}
+
+#[test]
+fn garbage_is_not_stored_bindings() {
+    for garbage in [
+        &b""[..],
+        b"\x01\x01",
+        b"\x01\x01\x05",
+        b"\x02",
+        b"{}",
+        b"[]",
+    ] {
+        assert!(StoredBindings::decode(garbage).is_err(), "{garbage:?}");
+    }
+}
+
+#[tokio::test]
+async fn bindings_the_previous_release_wrote_keep_working() {
+    let (registrar, backend) = registrar();
+    let json = br#"{"bindings":[{"uri":"sip:a@10.0.0.1","expires_at_ms":1000600000,
+        "call_id":"c1","cseq":1}]}"#;
+    backend
+        .cas_record(
+            &Registrar::key(AOR),
+            0,
+            Some(Bytes::from_static(json)),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let live = registrar.lookup(AOR, T0).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].uri, "sip:a@10.0.0.1");
+    registrar
+        .register(
+            &command("c2", 1, vec![contact("sip:b@10.0.0.2", Some(600))]),
+            T0,
+        )
+        .await
+        .unwrap();
+    let stored = backend
+        .get_record(&Registrar::key(AOR))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.value[0], contract::codec::TAG);
+    assert_eq!(
+        StoredBindings::decode(&stored.value)
+            .unwrap()
+            .bindings
+            .len(),
+        2
+    );
+    assert_eq!(registrar.lookup(AOR, T0).await.unwrap().len(), 2);
+}
