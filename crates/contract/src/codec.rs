@@ -17,7 +17,30 @@
 //! [`Reader`] never panics, whatever the bytes: a truncated or garbled
 //! record is a [`CodecError`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::de::DeserializeOwned;
+
+/// Whether records are written as JSON instead of the binary encoding.
+///
+/// A release before the binary encoding reads only JSON: while a cluster
+/// is being upgraded from one (old and new replicas side by side, or a
+/// rollback possible), the new services must keep writing JSON, or an old
+/// replica would fail on, or sweep away, a record it cannot read. Set once
+/// at start-up (`--record-encoding json`, see `runtime::RecordEncodingArgs`);
+/// process-wide because it concerns every record the process writes.
+static WRITE_JSON: AtomicBool = AtomicBool::new(false);
+
+/// Writes records as JSON (`true`) or in the binary encoding (`false`, the
+/// default). See [`WRITE_JSON`].
+pub fn set_write_json(json: bool) {
+    WRITE_JSON.store(json, Ordering::Relaxed);
+}
+
+/// True when records are to be written as JSON (see [`set_write_json`]).
+pub fn writes_json() -> bool {
+    WRITE_JSON.load(Ordering::Relaxed)
+}
 
 /// The first byte of a binary record. JSON starts with `{` (after optional
 /// whitespace), never with a control character.

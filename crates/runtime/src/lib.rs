@@ -383,6 +383,39 @@ pub fn check_expires_range(
     Ok(())
 }
 
+/// How stored records are written, in the processes that write them
+/// (presence, registrar, presence-node).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordEncoding {
+    /// The compact binary encoding (`contract::codec`).
+    #[default]
+    Binary,
+    /// JSON, which a release before the binary encoding can read.
+    Json,
+}
+
+/// `--record-encoding`: binary records, or JSON while a cluster is being
+/// upgraded from a release that reads only JSON (both are always read).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecordEncodingArgs {
+    /// How records are written to the state backend: `binary` (the
+    /// default) or `json`. Both are read. Write `json` while upgrading a
+    /// cluster from a release that reads only JSON (old and new replicas
+    /// side by side, or a rollback possible), then switch to `binary`.
+    #[arg(long, env = "RECORD_ENCODING", value_enum, default_value_t = RecordEncoding::Binary)]
+    pub record_encoding: RecordEncoding,
+}
+
+impl RecordEncodingArgs {
+    /// Applies the choice to every record this process writes.
+    pub fn apply(&self) {
+        contract::codec::set_write_json(self.record_encoding == RecordEncoding::Json);
+        if self.record_encoding == RecordEncoding::Json {
+            tracing::info!("writing stored records as JSON (--record-encoding json)");
+        }
+    }
+}
+
 /// `--redis-ca-file`, `--redis-cert-file`, `--redis-key-file`: the
 /// certificates of a TLS connection to Redis (`rediss://`).
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -72,6 +72,8 @@ pub struct Args {
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
     #[command(flatten)]
+    record_encoding: runtime::RecordEncodingArgs,
+    #[command(flatten)]
     grpc_tls: runtime::GrpcServerTlsArgs,
     #[command(flatten)]
     metrics: runtime::MetricsArgs,
@@ -84,6 +86,7 @@ fn parse_policy(name: &str) -> Result<presence::rules::DefaultPolicy, String> {
 
 /// Runs the node until it is asked to stop (SIGINT, SIGTERM).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.record_encoding.apply();
     let _metrics = args.metrics.serve().await?;
     let backend = runtime::backend(args.redis_url.as_deref(), &args.redis_tls).await?;
     let monitor = runtime::monitor_backend(backend.clone());

@@ -39,6 +39,8 @@ pub struct Args {
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
     #[command(flatten)]
+    record_encoding: runtime::RecordEncodingArgs,
+    #[command(flatten)]
     grpc_tls: runtime::GrpcServerTlsArgs,
     #[command(flatten)]
     metrics: runtime::MetricsArgs,
@@ -97,6 +99,7 @@ fn parse_policy(name: &str) -> Result<crate::rules::DefaultPolicy, String> {
 
 /// Runs the process until it is asked to stop (SIGINT, SIGTERM).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.record_encoding.apply();
     let config = args.limits.apply(PresenceConfig {
         min_publish_expires: args.min_expires,
         max_publish_expires: args.max_expires,

@@ -119,6 +119,16 @@ impl PresentityRecord {
     /// every field name repeated in every record. [`PresentityRecord::decode`]
     /// still reads the JSON that earlier releases wrote.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(codec::writes_json())
+    }
+
+    /// [`Self::encode`], as JSON when `json` (see `contract::codec::set_write_json`).
+    pub(crate) fn encode_with(&self, json: bool) -> Vec<u8> {
+        if json {
+            if let Ok(json) = serde_json::to_vec(self) {
+                return json;
+            }
+        }
         let strings: usize = self
             .publications
             .iter()

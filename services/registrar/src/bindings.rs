@@ -196,6 +196,21 @@ impl StoredBindings {
     /// [`StoredBindings::decode`] still reads the JSON that earlier releases
     /// wrote.
     fn encode(bindings: &[Binding]) -> Vec<u8> {
+        Self::encode_with(bindings, codec::writes_json())
+    }
+
+    /// [`Self::encode`], as JSON when `json` (see `contract::codec::set_write_json`).
+    fn encode_with(bindings: &[Binding], json: bool) -> Vec<u8> {
+        if json {
+            /// The JSON shape of [`StoredBindings`], borrowed.
+            #[derive(Serialize)]
+            struct Json<'a> {
+                bindings: &'a [Binding],
+            }
+            if let Ok(json) = serde_json::to_vec(&Json { bindings }) {
+                return json;
+            }
+        }
         let strings: usize = bindings
             .iter()
             .map(|b| {

@@ -40,6 +40,8 @@ pub struct Args {
     #[command(flatten)]
     redis_tls: runtime::RedisTlsArgs,
     #[command(flatten)]
+    record_encoding: runtime::RecordEncodingArgs,
+    #[command(flatten)]
     grpc_tls: runtime::GrpcServerTlsArgs,
     #[command(flatten)]
     metrics: runtime::MetricsArgs,
@@ -47,6 +49,7 @@ pub struct Args {
 
 /// Runs the process until it is asked to stop (SIGINT, SIGTERM).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.record_encoding.apply();
     let config = RegistrarConfig {
         min_expires: args.min_expires,
         max_expires: args.max_expires,

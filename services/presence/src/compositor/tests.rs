@@ -446,3 +446,25 @@ async fn a_record_the_previous_release_wrote_is_read_and_rewritten_binary() {
     let record = PresentityRecord::decode(&stored.value).unwrap();
     assert_eq!(record.publications[0].etag, refreshed.etag);
 }
+
+#[test]
+fn in_upgrade_mode_a_presentity_record_is_written_as_json_and_read_back() {
+    let record = PresentityRecord {
+        version: 9,
+        publications: vec![StoredPublication {
+            etag: "e".into(),
+            expires_at_ms: 5,
+            published_at_ms: 1,
+            body: "<presence>\"x\"</presence>".into(),
+            publisher: "alice".into(),
+            source: None,
+        }],
+        composed: "<c/>".into(),
+        composed_own: true,
+        fallback_at_ms: 0,
+    };
+    let json = record.encode_with(true);
+    assert_eq!(json[0], b'{');
+    assert!(serde_json::from_slice::<PresentityRecord>(&json).is_ok());
+    assert_eq!(PresentityRecord::decode(&json).unwrap(), record);
+}

@@ -436,3 +436,14 @@ async fn subscriptions_the_previous_release_wrote_keep_working() {
     assert_eq!(refreshed.dialog.call_id, old.dialog.call_id);
     assert!(refreshed.expires_at_ms > old.expires_at_ms);
 }
+
+#[test]
+fn in_upgrade_mode_a_subscription_record_is_written_as_json_and_read_back() {
+    // `--record-encoding json`: what a release before the binary encoding
+    // reads, and what this one reads as well.
+    let record = full_record(SubscriptionStatus::Pending);
+    let json = record.encode_with(true);
+    assert_eq!(json[0], b'{');
+    assert!(serde_json::from_slice::<SubscriptionRecord>(&json).is_ok());
+    assert_eq!(SubscriptionRecord::decode(&json).unwrap(), record);
+}

@@ -492,3 +492,14 @@ async fn bindings_the_previous_release_wrote_keep_working() {
     );
     assert_eq!(registrar.lookup(AOR, T0).await.unwrap().len(), 2);
 }
+
+#[test]
+fn in_upgrade_mode_bindings_are_written_as_json_and_read_back() {
+    let stored = StoredBindings {
+        bindings: vec![stored_binding("sip:a@10.0.0.1", "", None)],
+    };
+    let json = StoredBindings::encode_with(&stored.bindings, true);
+    assert_eq!(json[0], b'{');
+    assert!(serde_json::from_slice::<StoredBindings>(&json).is_ok());
+    assert_eq!(StoredBindings::decode(&json).unwrap(), stored);
+}
