@@ -17,7 +17,10 @@ use store::Backend;
 /// Every binary linking this crate allocates with mimalloc: a request
 /// allocates and frees many small blocks on whichever worker thread runs
 /// it, where glibc's malloc spent a fifth of the CPU in arena locks and
-/// free-list consolidation (see BENCHMARKS.md).
+/// free-list consolidation (see BENCHMARKS.md). The `system-allocator`
+/// feature leaves the system's malloc in place, for heap profilers that
+/// intercept it (`bench/heap.sh`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
