@@ -76,7 +76,10 @@ edge_pid=$(pgrep -f "^$heap_edge" | head -n 1)
 rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$edge_pid/status")
 kill -KILL "$edge_pid"
 sleep 3
-data=$(ls "$out"/edge*.zst "$out"/edge*.gz 2>/dev/null | head -n 1)
+data=""
+for f in "$out"/edge*.zst "$out"/edge*.gz; do
+  [ -e "$f" ] && { data=$f; break; }
+done
 [ -n "$data" ] || die "heaptrack wrote nothing in $out"
 heaptrack_print -f "$data" --print-flamegraph "$out/live.folded" --flamegraph-cost-type leaked >/dev/null 2>&1
 echo "edge RSS before SIGKILL (heaptrack and the system allocator included): $((rss_kb * 1024 / count)) bytes per subscription"
