@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use contract::{DialogRecord, WatcherEntry};
 use store::FeedControl;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::sender::{Acknowledged, Sender};
-use super::slot::{Parked, Slot};
+use super::sender::{run_sender, Acknowledged, Sender};
 use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
 use crate::packages::{self, WatcherSnapshot};
 use crate::transport::{Protocol, SourceKey};
@@ -159,7 +159,7 @@ impl Dialogs {
             Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
             _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
         };
-        let signal = Signal {
+        let (tx, rx) = watch::channel(Signal {
             mode: dialog.mode,
             watchers: Arc::new(WatcherSnapshot {
                 revision: 0,
@@ -177,7 +177,7 @@ impl Dialogs {
             route: None,
             resets: 0,
             handed_over: false,
-        };
+        });
         let id = dialog.record.id.clone();
         let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
         let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
@@ -211,23 +211,18 @@ impl Dialogs {
             resets_seen: 0,
             acknowledged: acknowledged_word.clone(),
         };
-        // Started under the index lock: the sender cannot look the dialog
-        // up before it is inserted.
-        let slot = Slot::start(
-            signal,
-            Parked {
-                edge: edge.clone(),
-                sender,
-            },
-        );
+        // Spawned under the index lock: the task cannot look the dialog up
+        // before it is inserted.
+        let task = tokio::spawn(run_sender(edge.clone(), sender, rx));
         index.dialogs.insert(
             id,
             Entry {
                 presentity: dialog.presentity,
-                slot,
+                signal: tx,
                 record,
                 cseq,
                 acknowledged: acknowledged_word,
+                sender: task,
                 _source: source_slot,
             },
         );
@@ -245,18 +240,18 @@ impl Dialogs {
             index.dialogs.drain().collect()
         };
         for (_, entry) in &entries {
-            // A parked sender is started, and stops at once.
-            entry.slot.send_modify(|s| s.handed_over = true);
+            entry.signal.send_modify(|s| s.handed_over = true);
         }
         let deadline = Instant::now() + wait;
         let mut given_up = Vec::with_capacity(entries.len());
-        for (dialog_id, entry) in entries {
-            if let Some(mut task) = entry.slot.take_running() {
-                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                    task.abort();
-                }
+        for (dialog_id, mut entry) in entries {
+            if tokio::time::timeout_at(deadline, &mut entry.sender)
+                .await
+                .is_err()
+            {
+                entry.sender.abort();
             }
-            if entry.slot.read(|s| s.end.is_some()) {
+            if entry.signal.borrow().end.is_some() {
                 continue;
             }
             given_up.push(GivenUp {
@@ -290,7 +285,7 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.slot.send_modify(|s| {
+        entry.signal.send_modify(|s| {
             s.expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
             s.refreshes += 1;
             if version > s.version && s.mode == Mode::Presence {
@@ -313,7 +308,7 @@ impl Dialogs {
             .watched
             .get(&entry.presentity)
             .and_then(|w| w.latest.clone());
-        entry.slot.send_modify(|s| {
+        entry.signal.send_modify(|s| {
             if s.mode == Mode::Winfo {
                 return;
             }
@@ -339,7 +334,7 @@ impl Dialogs {
     pub fn offer_watchers(&self, presentity: &str, changed: &[WatcherEntry]) {
         let index = locks::lock(&self.index);
         for entry in index.dialogs_of(presentity) {
-            entry.slot.send_if_modified(|s| {
+            entry.signal.send_if_modified(|s| {
                 if s.mode != Mode::Winfo || changed.is_empty() {
                     return false;
                 }
@@ -377,7 +372,7 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.slot.send_if_modified(|s| {
+        entry.signal.send_if_modified(|s| {
             let changed = s.route != Some((protocol, remote));
             s.route = Some((protocol, remote));
             changed
@@ -392,7 +387,7 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.slot.send_modify(|s| {
+        entry.signal.send_modify(|s| {
             if s.end.is_none() {
                 s.end = Some(Arc::from(reason));
             }
@@ -417,7 +412,7 @@ impl Dialogs {
         index.heard = heard;
         let mut signalled = 0u32;
         for entry in index.dialogs_of(presentity) {
-            let changed = entry.slot.send_if_modified(|s| {
+            let changed = entry.signal.send_if_modified(|s| {
                 if version > s.version && s.mode == Mode::Presence {
                     s.version = version;
                     s.pidf = pidf.clone();
@@ -445,14 +440,12 @@ impl Dialogs {
             .dialogs
             .values()
             .filter_map(|entry| {
-                let (ended, route, expires_at) = entry
-                    .slot
-                    .read(|s| (s.end.is_some(), s.route, s.expires_at));
-                if ended {
+                let signal = entry.signal.borrow();
+                if signal.end.is_some() {
                     return None;
                 }
                 let mut record = DialogRecord::clone(&entry.record);
-                if let Some((protocol, remote)) = route {
+                if let Some((protocol, remote)) = signal.route {
                     record.transport = protocol.as_str().to_string();
                     record.remote_addr = remote.to_string();
                 }
@@ -460,7 +453,7 @@ impl Dialogs {
                 Some(HeldDialog {
                     presentity: entry.presentity.clone(),
                     record,
-                    expires_in: expires_at.saturating_duration_since(now),
+                    expires_in: signal.expires_at.saturating_duration_since(now),
                 })
             })
             .collect()
@@ -488,7 +481,7 @@ impl Dialogs {
             }
         }
         index.dialogs.get(dialog_id).is_some_and(|entry| {
-            entry.slot.send_if_modified(|s| {
+            entry.signal.send_if_modified(|s| {
                 let replace = if heard_since_mark {
                     version > s.version
                 } else {
@@ -505,18 +498,6 @@ impl Dialogs {
                 true
             })
         })
-    }
-
-    /// Starts the parked senders of dialogs past their expiry and grace,
-    /// which end them (their termination was never heard). Returns how many.
-    pub fn wake_overdue(&self) -> usize {
-        let now = Instant::now();
-        let index = locks::lock(&self.index);
-        index
-            .dialogs
-            .values()
-            .filter(|entry| entry.slot.wake_if_overdue(now))
-            .count()
     }
 
     /// Number of dialogs held.
