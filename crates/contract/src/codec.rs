@@ -346,6 +346,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Encodes a stored record: `binary` (a [`Writer::record`]'s bytes), or
+/// `value`'s JSON when `json` (upgrade mode, see [`set_write_json`]; a value
+/// that JSON cannot express falls back to binary, which every release
+/// since the binary encoding reads).
+pub fn encode_record<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    binary: impl FnOnce() -> Vec<u8>,
+) -> Vec<u8> {
+    if json {
+        if let Ok(text) = serde_json::to_vec(value) {
+            return text;
+        }
+    }
+    binary()
+}
+
 /// Decodes a stored record: binary (after [`TAG`] and `version`, with
 /// `fields`, which must read the whole rest) or, for records written by an
 /// earlier release, JSON through `T`'s serde derive.

@@ -124,23 +124,20 @@ impl PresentityRecord {
 
     /// [`Self::encode`], as JSON when `json` (see `contract::codec::set_write_json`).
     pub(crate) fn encode_with(&self, json: bool) -> Vec<u8> {
-        if json {
-            if let Ok(json) = serde_json::to_vec(self) {
-                return json;
-            }
-        }
-        let strings: usize = self
-            .publications
-            .iter()
-            .map(|p| p.etag.len() + p.body.len() + p.publisher.len() + 40)
-            .sum();
-        let mut w = Writer::record(RECORD_VERSION, strings + self.composed.len() + 24);
-        w.varint(self.version);
-        w.seq(&self.publications, |w, p| p.encode_into(w));
-        w.str(&self.composed);
-        w.bool(self.composed_own);
-        w.varint(self.fallback_at_ms);
-        w.into_vec()
+        codec::encode_record(self, json, || {
+            let strings: usize = self
+                .publications
+                .iter()
+                .map(|p| p.etag.len() + p.body.len() + p.publisher.len() + 40)
+                .sum();
+            let mut w = Writer::record(RECORD_VERSION, strings + self.composed.len() + 24);
+            w.varint(self.version);
+            w.seq(&self.publications, |w, p| p.encode_into(w));
+            w.str(&self.composed);
+            w.bool(self.composed_own);
+            w.varint(self.fallback_at_ms);
+            w.into_vec()
+        })
     }
 
     /// Reads a stored record: the binary encoding of

@@ -98,19 +98,16 @@ impl SubscriptionRecord {
 
     /// [`Self::encode`], as JSON when `json` (see `contract::codec::set_write_json`).
     pub(crate) fn encode_with(&self, json: bool) -> Vec<u8> {
-        if json {
-            if let Ok(json) = serde_json::to_vec(self) {
-                return json;
-            }
-        }
-        let mut w = Writer::record(RECORD_VERSION, 256);
-        w.str(&self.presentity);
-        self.dialog.encode_into(&mut w);
-        w.varint(self.expires_at_ms);
-        w.u8(self.status.code());
-        w.bool(self.masked);
-        w.bool(self.approved);
-        w.into_vec()
+        codec::encode_record(self, json, || {
+            let mut w = Writer::record(RECORD_VERSION, 256);
+            w.str(&self.presentity);
+            self.dialog.encode_into(&mut w);
+            w.varint(self.expires_at_ms);
+            w.u8(self.status.code());
+            w.bool(self.masked);
+            w.bool(self.approved);
+            w.into_vec()
+        })
     }
 
     /// Reads a stored record: the binary encoding of

@@ -201,31 +201,28 @@ impl StoredBindings {
 
     /// [`Self::encode`], as JSON when `json` (see `contract::codec::set_write_json`).
     fn encode_with(bindings: &[Binding], json: bool) -> Vec<u8> {
-        if json {
-            /// The JSON shape of [`StoredBindings`], borrowed.
-            #[derive(Serialize)]
-            struct Json<'a> {
-                bindings: &'a [Binding],
-            }
-            if let Ok(json) = serde_json::to_vec(&Json { bindings }) {
-                return json;
-            }
+        /// The JSON shape of [`StoredBindings`], borrowed.
+        #[derive(Serialize)]
+        struct Json<'a> {
+            bindings: &'a [Binding],
         }
-        let strings: usize = bindings
-            .iter()
-            .map(|b| {
-                b.uri.len()
-                    + b.instance_id.len()
-                    + b.call_id.len()
-                    + b.transport.len()
-                    + b.source.len()
-                    + b.user_agent.len()
-                    + 40
-            })
-            .sum();
-        let mut w = Writer::record(RECORD_VERSION, strings + 8);
-        w.seq(bindings, |w, b| b.encode_into(w));
-        w.into_vec()
+        codec::encode_record(&Json { bindings }, json, || {
+            let strings: usize = bindings
+                .iter()
+                .map(|b| {
+                    b.uri.len()
+                        + b.instance_id.len()
+                        + b.call_id.len()
+                        + b.transport.len()
+                        + b.source.len()
+                        + b.user_agent.len()
+                        + 40
+                })
+                .sum();
+            let mut w = Writer::record(RECORD_VERSION, strings + 8);
+            w.seq(bindings, |w, b| b.encode_into(w));
+            w.into_vec()
+        })
     }
 
     /// Reads a stored record: the binary encoding of
