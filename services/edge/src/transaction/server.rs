@@ -25,7 +25,7 @@ use hashbrown::HashTable;
 use crate::transport::Source;
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

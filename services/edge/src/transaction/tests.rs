@@ -1,14 +1,5 @@
+use super::server::tests::key;
 use super::*;
-use crate::transaction::TransactionKey;
-
-fn key(id: &str, method: &str) -> TransactionKey {
-    TransactionKey {
-        id: id.into(),
-        method: method.into(),
-        sent_by: "192.0.2.1:5060".into(),
-        cseq: format!("1 {method}"),
-    }
-}
 
 #[test]
 fn final_answers_get_a_stable_to_tag_unless_they_have_one() {

@@ -2,7 +2,8 @@ use super::*;
 use crate::transport::Protocol;
 use std::net::{Ipv4Addr, SocketAddr};
 
-fn key(id: &str, method: &str) -> TransactionKey {
+/// A transaction key of `id` and `method` from one sent-by, CSeq 1.
+pub(in crate::transaction) fn key(id: &str, method: &str) -> TransactionKey {
     TransactionKey {
         id: id.into(),
         method: method.into(),
