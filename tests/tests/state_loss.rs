@@ -120,7 +120,7 @@ async fn subscription_record(backend: &dyn Backend, dialog_id: &str) -> Option<S
         backend.map_get(&key, dialog_id)
     })
     .await
-    .map(|raw| SubscriptionRecord::decode(&raw).expect("a subscription record"))
+    .map(|raw| SubscriptionRecord::decode(ALICE, dialog_id, &raw).expect("a subscription record"))
 }
 
 /// Alice's composed state as the presence service has it now.
@@ -298,12 +298,11 @@ async fn watcher_keeps_its_dialog_through_a_loss_of_state(loss: Loss) {
     })
     .await;
     assert_eq!(due, vec![(member.clone(), restored_expiry)]);
-    let edge_key = Key::new(Kind::EdgeDialogs, EDGE_ID);
-    let owned = read("the edge's dialogs", || backend.map_list(&edge_key)).await;
-    assert_eq!(
-        owned.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
-        vec![member]
-    );
+    let owned = read("the edge's dialogs", || {
+        presence::ownership::owned(backend.as_ref(), EDGE_ID)
+    })
+    .await;
+    assert_eq!(owned, vec![member]);
 
     // Alice's refresh names a tag Redis no longer has: 412, and she
     // publishes in full (RFC 3903 §4.1).

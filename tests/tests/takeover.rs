@@ -215,8 +215,8 @@ async fn owners(backend: &dyn Backend, presentity: &str) -> Vec<String> {
         .await
         .expect("reading the subscription records")
         .into_iter()
-        .map(|(_, raw)| {
-            SubscriptionRecord::decode(&raw)
+        .map(|(dialog_id, raw)| {
+            SubscriptionRecord::decode(presentity, &dialog_id, &raw)
                 .expect("a subscription record")
                 .dialog
                 .edge_id

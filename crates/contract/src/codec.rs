@@ -149,6 +149,45 @@ impl Writer {
         self.bytes(value.as_bytes());
     }
 
+    /// A string that often equals, or starts like, one of `known` (strings
+    /// the reader knows when it reaches this one: other fields, the key the
+    /// record is stored under, fixed names). One varint `h` says how:
+    ///
+    /// * `h % 4 == 0`: a literal of `h / 4` bytes follows;
+    /// * `h % 4 == 1`: exactly `known[h / 4]`;
+    /// * `h % 4 == 2`: the first `keep` bytes of `known[h / 4]` (a varint
+    ///   follows), then a length-prefixed literal suffix.
+    ///
+    /// The writer takes whichever is shortest. `known` must be the same list,
+    /// in the same order, when [`Reader::known_str`] reads the value.
+    pub fn known_str(&mut self, value: &str, known: &[&str]) {
+        if let Some(index) = known.iter().position(|k| *k == value) {
+            self.varint(((index as u64) << 2) | 1);
+            return;
+        }
+        let literal = varint_len(value.len() as u64 * 4) + value.len();
+        let best = known
+            .iter()
+            .enumerate()
+            .map(|(index, k)| (index, common_prefix(k, value)))
+            .max_by_key(|&(index, keep)| (keep, std::cmp::Reverse(index)));
+        if let Some((index, keep)) = best {
+            let suffix = value.len() - keep;
+            let cost = varint_len(((index as u64) << 2) | 2)
+                + varint_len(keep as u64)
+                + varint_len(suffix as u64)
+                + suffix;
+            if keep > 0 && cost < literal {
+                self.varint(((index as u64) << 2) | 2);
+                self.varint(keep as u64);
+                self.str(&value[keep..]);
+                return;
+            }
+        }
+        self.varint(value.len() as u64 * 4);
+        self.buf.extend_from_slice(value.as_bytes());
+    }
+
     /// A presence byte, then the string when present.
     pub fn opt_str(&mut self, value: Option<&str>) {
         self.bool(value.is_some());
@@ -177,6 +216,22 @@ impl Writer {
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
     }
+}
+
+/// Bytes of the unsigned LEB128 encoding of `value`.
+fn varint_len(value: u64) -> usize {
+    let bits = 64 - value.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
+}
+
+/// The length in bytes of the longest common prefix of `a` and `b` that
+/// ends on a character boundary of both.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map(|((at, _), _)| at)
+        .unwrap_or_else(|| a.len().min(b.len()))
 }
 
 /// Reads the fields of a record, never panicking.
@@ -305,6 +360,58 @@ impl<'a> Reader<'a> {
         self.str().map(str::to_owned)
     }
 
+    /// What [`Writer::known_str`] wrote, with the same `known` list.
+    pub fn known_str(&mut self, known: &[&str]) -> Result<String, CodecError> {
+        let at = self.pos;
+        let h = self.varint()?;
+        let index = h >> 2;
+        let known_at = |index: u64| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| known.get(i))
+                .copied()
+                .ok_or(CodecError::Invalid {
+                    what: "known string",
+                    value: index,
+                    at,
+                })
+        };
+        match h & 3 {
+            0 => {
+                let len = usize::try_from(index)
+                    .map_err(|_| CodecError::Truncated { at, needed: index })?;
+                let start = self.pos;
+                std::str::from_utf8(self.take(len)?)
+                    .map(str::to_owned)
+                    .map_err(|_| CodecError::InvalidUtf8 { at: start })
+            }
+            1 => known_at(index).map(str::to_owned),
+            2 => {
+                let base = known_at(index)?;
+                let keep_at = self.pos;
+                let keep = self.varint()?;
+                let prefix = usize::try_from(keep)
+                    .ok()
+                    .and_then(|keep| base.get(..keep))
+                    .ok_or(CodecError::Invalid {
+                        what: "known string prefix",
+                        value: keep,
+                        at: keep_at,
+                    })?;
+                let suffix = self.str()?;
+                let mut value = String::with_capacity(prefix.len() + suffix.len());
+                value.push_str(prefix);
+                value.push_str(suffix);
+                Ok(value)
+            }
+            _ => Err(CodecError::Invalid {
+                what: "known string form",
+                value: h,
+                at,
+            }),
+        }
+    }
+
     /// What [`Writer::opt_str`] wrote.
     pub fn opt_str(&mut self) -> Result<Option<&'a str>, CodecError> {
         if self.bool()? {
@@ -363,6 +470,15 @@ pub fn encode_record<T: serde::Serialize>(
     binary()
 }
 
+/// The format version of a record in the binary encoding; `None` for
+/// anything else (JSON, empty or garbled bytes).
+pub fn binary_version(bytes: &[u8]) -> Option<u8> {
+    match bytes {
+        [TAG, version, ..] => Some(*version),
+        _ => None,
+    }
+}
+
 /// Decodes a stored record: binary (after [`TAG`] and `version`, with
 /// `fields`, which must read the whole rest) or, for records written by an
 /// earlier release, JSON through `T`'s serde derive.
@@ -370,6 +486,22 @@ pub fn decode_record<T, F>(bytes: &[u8], version: u8, fields: F) -> Result<T, Co
 where
     T: DeserializeOwned,
     F: FnOnce(&mut Reader<'_>) -> Result<T, CodecError>,
+{
+    decode_record_versions(bytes, |found, reader| {
+        if found != version {
+            return Err(CodecError::UnknownVersion(found));
+        }
+        fields(reader)
+    })
+}
+
+/// [`decode_record`] for a record with several binary versions: `fields`
+/// is given the version found (and answers [`CodecError::UnknownVersion`]
+/// for one it does not know).
+pub fn decode_record_versions<T, F>(bytes: &[u8], fields: F) -> Result<T, CodecError>
+where
+    T: DeserializeOwned,
+    F: FnOnce(u8, &mut Reader<'_>) -> Result<T, CodecError>,
 {
     let first = bytes
         .iter()
@@ -381,10 +513,7 @@ where
             let mut reader = Reader::new(bytes);
             reader.u8()?;
             let found = reader.u8()?;
-            if found != version {
-                return Err(CodecError::UnknownVersion(found));
-            }
-            let record = fields(&mut reader)?;
+            let record = fields(found, &mut reader)?;
             reader.finish()?;
             Ok(record)
         }

@@ -11,6 +11,12 @@ pub const PRESENCE: &str = "presence";
 /// The event package of watcher information (RFC 3857).
 pub const WINFO: &str = "presence.winfo";
 
+/// Transport names as edges write them, by their index in the compact
+/// encoding ([`DialogRecord::encode_compact`]): append only, never reorder.
+const TRANSPORTS: [&str; 5] = ["udp", "tcp", "tls", "ws", "wss"];
+/// Event packages by their index in the compact encoding: append only.
+const PACKAGES: [&str; 2] = [PRESENCE, WINFO];
+
 /// The dialog state an edge needs to send NOTIFYs (RFC 3261 §12).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DialogRecord {
@@ -82,6 +88,69 @@ impl DialogRecord {
             event_id: r.string()?,
             watcher: r.string()?,
             package: r.string()?,
+        })
+    }
+
+    /// Writes the record's fields without what the place it is stored at
+    /// already says: the dialog id (the map field of a subscription record)
+    /// and the presentity (the map's entity). Fields that usually repeat
+    /// another one are written as a reference to it
+    /// ([`Writer::known_str`]): the local tag (the dialog id, as the edge
+    /// makes it), the watcher (the presentity, for watcher info), the From
+    /// URI (`sip:` and the watcher), the To URI (`sip:` and the
+    /// presentity), the Contact (the From URI's `sip:user@`), the transport
+    /// and the event package (fixed names).
+    pub fn encode_compact(&self, w: &mut Writer, presentity: &str) {
+        let sip_presentity = format!("sip:{presentity}");
+        let sip_watcher = format!("sip:{}", self.watcher);
+        w.known_str(&self.watcher, &[presentity]);
+        w.known_str(&self.local_tag, &[&self.id]);
+        w.str(&self.call_id);
+        w.str(&self.remote_tag);
+        w.known_str(&self.remote_uri, &[&sip_watcher]);
+        w.known_str(&self.local_uri, &[&sip_presentity]);
+        w.known_str(&self.remote_target, &[&self.remote_uri, &sip_watcher]);
+        w.seq(&self.route_set, |w, route| w.str(route));
+        w.known_str(&self.transport, &TRANSPORTS);
+        w.str(&self.remote_addr);
+        w.str(&self.edge_id);
+        w.varint(u64::from(self.notify_cseq));
+        w.str(&self.event_id);
+        w.known_str(&self.package, &PACKAGES);
+    }
+
+    /// Reads what [`DialogRecord::encode_compact`] wrote, given the dialog
+    /// id and the presentity it left out.
+    pub fn decode_compact(
+        r: &mut Reader<'_>,
+        id: &str,
+        presentity: &str,
+    ) -> Result<Self, CodecError> {
+        let sip_presentity = format!("sip:{presentity}");
+        let watcher = r.known_str(&[presentity])?;
+        let sip_watcher = format!("sip:{watcher}");
+        let local_tag = r.known_str(&[id])?;
+        let call_id = r.string()?;
+        let remote_tag = r.string()?;
+        let remote_uri = r.known_str(&[&sip_watcher])?;
+        let local_uri = r.known_str(&[&sip_presentity])?;
+        let remote_target = r.known_str(&[&remote_uri, &sip_watcher])?;
+        Ok(DialogRecord {
+            id: id.to_owned(),
+            call_id,
+            local_tag,
+            remote_tag,
+            remote_uri,
+            local_uri,
+            remote_target,
+            route_set: r.seq(Reader::string)?,
+            transport: r.known_str(&TRANSPORTS)?,
+            remote_addr: r.string()?,
+            edge_id: r.string()?,
+            notify_cseq: r.u32()?,
+            event_id: r.string()?,
+            watcher,
+            package: r.known_str(&PACKAGES)?,
         })
     }
 }
@@ -162,6 +231,78 @@ mod tests {
             round_trip(&DialogRecord::default()),
             Ok(DialogRecord::default())
         );
+    }
+
+    fn compact_round_trip(
+        record: &DialogRecord,
+        presentity: &str,
+    ) -> (usize, Result<DialogRecord, CodecError>) {
+        let mut w = Writer::new();
+        record.encode_compact(&mut w, presentity);
+        let bytes = w.into_vec();
+        let mut r = Reader::new(&bytes);
+        let decoded = DialogRecord::decode_compact(&mut r, &record.id, presentity)
+            .and_then(|d| r.finish().map(|()| d));
+        (bytes.len(), decoded)
+    }
+
+    #[test]
+    fn a_compact_dialog_record_round_trips_and_leaves_out_what_repeats() {
+        // Nothing in common with the context: every field as it is.
+        let record = full();
+        assert_eq!(
+            compact_round_trip(&record, "alice@example.com").1,
+            Ok(record)
+        );
+        assert_eq!(
+            compact_round_trip(&DialogRecord::default(), "").1,
+            Ok(DialogRecord::default())
+        );
+        // A dialog as an edge makes it: the repeats cost a byte or a few.
+        let typical = DialogRecord {
+            id: "0123456789abcdef".into(),
+            call_id: "17-4242@192.0.2.1".into(),
+            local_tag: "0123456789abcdef".into(),
+            remote_tag: "4242-17".into(),
+            remote_uri: "sip:bob@example.com".into(),
+            local_uri: "sip:alice@example.com".into(),
+            remote_target: "sip:bob@192.0.2.1:5061;transport=UDP".into(),
+            route_set: Vec::new(),
+            transport: "udp".into(),
+            remote_addr: "192.0.2.1:5061".into(),
+            edge_id: "edge-1".into(),
+            notify_cseq: 3,
+            event_id: String::new(),
+            watcher: "bob@example.com".into(),
+            package: PRESENCE.into(),
+        };
+        let (len, decoded) = compact_round_trip(&typical, "alice@example.com");
+        assert_eq!(decoded, Ok(typical.clone()));
+        let mut w = Writer::new();
+        typical.encode_into(&mut w);
+        assert!(len + 70 < w.len(), "{len} bytes compact, {} full", w.len());
+        // The watcher watching itself (watcher info): one byte for it.
+        let own = DialogRecord {
+            watcher: "alice@example.com".into(),
+            remote_uri: "sip:alice@example.com".into(),
+            package: WINFO.into(),
+            ..typical
+        };
+        assert_eq!(compact_round_trip(&own, "alice@example.com").1, Ok(own));
+    }
+
+    #[test]
+    fn a_truncated_compact_dialog_record_is_an_error() {
+        let mut w = Writer::new();
+        full().encode_compact(&mut w, "alice@example.com");
+        let bytes = w.into_vec();
+        for len in 0..bytes.len() {
+            let mut r = Reader::new(&bytes[..len]);
+            assert!(
+                DialogRecord::decode_compact(&mut r, "d1", "alice@example.com").is_err(),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

@@ -78,8 +78,13 @@ pub enum Kind {
     /// Per-presentity authorization rules and watcher decisions.
     Rules,
     /// The dialogs one edge owns (entity: the edge id), so that survivors
-    /// can find and claim them when its lease lapses.
+    /// can find and claim them when its lease lapses. The form written by
+    /// releases before [`Kind::EdgeDialogShard`]; still read and cleared.
     EdgeDialogs,
+    /// One shard of the dialogs one edge owns (entity: the edge id, `/`,
+    /// the shard number): the edge's index split into many small maps,
+    /// which Redis keeps in its compact encoding.
+    EdgeDialogShard,
     /// The state epoch (entity: `cluster`): a random id created when the
     /// backend holds none, so a backend that lost its data is noticed.
     Epoch,
@@ -97,6 +102,7 @@ impl Kind {
             Kind::Subscriptions => "subs",
             Kind::Rules => "rules",
             Kind::EdgeDialogs => "edge",
+            Kind::EdgeDialogShard => "edges",
             Kind::Epoch => "epoch",
             Kind::Watching => "watching",
         }

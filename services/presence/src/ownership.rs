@@ -2,8 +2,11 @@
 //! died.
 //!
 //! Every subscription record names its owning edge, and the edge's index
-//! (`edge:{edge-id}:m`, field `presentity '\n' dialog-id`) lists what it
-//! owns. Each edge renews a lease — a member of the `Leases` schedule due at
+//! lists what it owns: field `presentity '\n' dialog-id`, in one of
+//! [`INDEX_SHARDS`] maps (`edges:{edge-id/n}:m`, n from a hash of the
+//! field) so that each stays small enough for Redis's compact encoding, or
+//! — written before the shards, or in the upgrade mode — in the one map
+//! `edge:{edge-id}:m` ([`EntryForm`]). Each edge renews a lease — a member of the `Leases` schedule due at
 //! the lease's end. A lease that falls due marks its edge as gone: surviving
 //! edges ask to claim its dialogs, and each dialog moves to exactly one of
 //! them (a conditional replace of the stored record). A draining edge
@@ -25,7 +28,7 @@ use bytes::Bytes;
 use store::{Backend, Key, Kind, Schedule, StoreError};
 
 use crate::compositor::PresenceView;
-use crate::subscriptions::{SubscriptionRecord, SubscriptionStatus};
+use crate::subscriptions::{schedule_member, EntryForm, SubscriptionRecord, SubscriptionStatus};
 use crate::Compositor;
 
 /// CSeq numbers a new owner skips. An owner that sends more NOTIFYs than
@@ -35,39 +38,112 @@ pub const TAKEOVER_CSEQ_GAP: u32 = 10_000;
 /// Dead edges examined per claim call.
 const DEAD_EDGES_PER_CALL: usize = 16;
 
-fn index_key(edge_id: &str) -> Key {
+/// Maps an edge's index is split into ([`EntryForm::Compact`]). Redis
+/// keeps a hash of at most 512 short fields (`hash-max-listpack-entries`,
+/// `hash-max-listpack-value` 64 by default) as one compact listpack, ~45
+/// bytes an entry instead of ~100 in a hash table; 256 shards keep an edge
+/// with up to ~110,000 dialogs there. A larger edge's shards become hash
+/// tables, as the one map was. Claims read every shard of a gone edge.
+pub const INDEX_SHARDS: u32 = 256;
+/// Shards of a gone edge's index read at once by a claim.
+const SHARD_READS: usize = 32;
+
+/// The one map of an edge's index written before the shards.
+fn legacy_index_key(edge_id: &str) -> Key {
     Key::new(Kind::EdgeDialogs, edge_id)
 }
 
-/// Records that `edge_id` owns the subscription `member`.
-pub async fn index(backend: &dyn Backend, edge_id: &str, member: &str) -> Result<(), StoreError> {
+/// Shard `shard` of an edge's index. The entity ends in `/` and the shard
+/// number, so distinct edges never share a shard.
+fn shard_key(edge_id: &str, shard: u32) -> Key {
+    Key::new(Kind::EdgeDialogShard, format!("{edge_id}/{shard}"))
+}
+
+/// The shard of an index field: FNV-1a, so every release and process
+/// agrees.
+fn shard_of(member: &str) -> u32 {
+    let hash = member.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % INDEX_SHARDS
+}
+
+/// The map holding `member` in `edge_id`'s index, in `form`.
+fn index_key(form: EntryForm, edge_id: &str, member: &str) -> Key {
+    match form {
+        EntryForm::Legacy => legacy_index_key(edge_id),
+        EntryForm::Compact => shard_key(edge_id, shard_of(member)),
+    }
+}
+
+/// Every map of `edge_id`'s index: the legacy one, then each shard.
+fn index_keys(edge_id: &str) -> impl Iterator<Item = Key> + '_ {
+    std::iter::once(legacy_index_key(edge_id))
+        .chain((0..INDEX_SHARDS).map(move |shard| shard_key(edge_id, shard)))
+}
+
+/// The subscriptions (`presentity '\n' dialog-id`) `edge_id`'s index
+/// lists, in both forms, sorted: for diagnostics and tests.
+pub async fn owned(backend: &dyn Backend, edge_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut owned = Vec::new();
+    for key in index_keys(edge_id) {
+        owned.extend(backend.map_list(&key).await?.into_iter().map(|(m, _)| m));
+    }
+    owned.sort();
+    Ok(owned)
+}
+
+/// Records that `edge_id` owns the subscription `(presentity, dialog_id)`.
+pub async fn index(
+    backend: &dyn Backend,
+    form: EntryForm,
+    edge_id: &str,
+    (presentity, dialog_id): (&str, &str),
+) -> Result<(), StoreError> {
     if edge_id.is_empty() {
         return Ok(());
     }
+    let member = schedule_member(presentity, dialog_id);
     backend
-        .map_put(&index_key(edge_id), member, Bytes::new())
+        .map_put(&index_key(form, edge_id, &member), &member, Bytes::new())
         .await
 }
 
-/// Forgets that `edge_id` owns `member`.
-pub async fn unindex(backend: &dyn Backend, edge_id: &str, member: &str) -> Result<(), StoreError> {
+/// Forgets that `edge_id` owns the subscription `(presentity, dialog_id)`,
+/// indexed in `form`.
+pub async fn unindex(
+    backend: &dyn Backend,
+    form: EntryForm,
+    edge_id: &str,
+    (presentity, dialog_id): (&str, &str),
+) -> Result<(), StoreError> {
     if edge_id.is_empty() {
         return Ok(());
     }
+    let member = schedule_member(presentity, dialog_id);
     backend
-        .map_take(&index_key(edge_id), member, None)
+        .map_take(&index_key(form, edge_id, &member), &member, None)
         .await
         .map(drop)
 }
 
-/// Forgets the owner named in a stored record (unreadable records name none).
+/// Forgets the owner named in a stored record, where the record's form
+/// says it is indexed (unreadable records name none).
 pub async fn unindex_record(
     backend: &dyn Backend,
     raw: &[u8],
-    member: &str,
+    (presentity, dialog_id): (&str, &str),
 ) -> Result<(), StoreError> {
-    match SubscriptionRecord::decode(raw) {
-        Ok(record) => unindex(backend, &record.dialog.edge_id, member).await,
+    match SubscriptionRecord::decode(presentity, dialog_id, raw) {
+        Ok(record) => {
+            unindex(
+                backend,
+                EntryForm::of_stored(raw),
+                &record.dialog.edge_id,
+                (presentity, dialog_id),
+            )
+            .await
+        }
         Err(_) => Ok(()),
     }
 }
@@ -173,25 +249,33 @@ impl Ownership {
     /// Records what the watchers of dialogs `edge_id` gives up last
     /// acknowledged, for their next owner. Only entries `edge_id` still
     /// owns and that carry nothing yet are written (one conditional write
-    /// each, several at a time); returns how many.
+    /// each, several at a time; an entry not in its shard is looked for in
+    /// the legacy map); returns how many.
     pub async fn hand_over(
         &self,
         edge_id: &str,
         dialogs: Vec<HandedOver>,
     ) -> Result<usize, StoreError> {
         let backend = self.compositor.backend();
-        let key = index_key(edge_id);
         let mut written = 0;
         let mut dialogs = dialogs.into_iter();
         loop {
             let mut writes = tokio::task::JoinSet::new();
             for dialog in dialogs.by_ref().take(HAND_OVER_CONCURRENCY) {
-                let (backend, key) = (backend.clone(), key.clone());
+                let (backend, edge_id) = (backend.clone(), edge_id.to_owned());
                 writes.spawn(async move {
-                    let member = format!("{}\n{}", dialog.presentity, dialog.dialog_id);
-                    backend
-                        .map_replace(&key, &member, b"", dialog.notified.encode())
-                        .await
+                    let member = schedule_member(&dialog.presentity, &dialog.dialog_id);
+                    let value = dialog.notified.encode();
+                    for form in [EntryForm::Compact, EntryForm::Legacy] {
+                        let key = index_key(form, &edge_id, &member);
+                        if backend
+                            .map_replace(&key, &member, b"", value.clone())
+                            .await?
+                        {
+                            return Ok(true);
+                        }
+                    }
+                    Ok(false)
                 });
             }
             if writes.is_empty() {
@@ -220,62 +304,96 @@ impl Ownership {
             if dead == claimer {
                 continue;
             }
-            let owned = backend.map_list(&index_key(&dead)).await?;
-            if owned.is_empty() {
+            let mut found = false;
+            let mut keys = index_keys(&dead);
+            loop {
+                let mut reads = tokio::task::JoinSet::new();
+                for key in keys.by_ref().take(SHARD_READS) {
+                    let backend = backend.clone();
+                    reads.spawn(async move {
+                        let owned = backend.map_list(&key).await;
+                        (key, owned)
+                    });
+                }
+                if reads.is_empty() {
+                    break;
+                }
+                let mut lists = Vec::with_capacity(reads.len());
+                while let Some(done) = reads.join_next().await {
+                    let (key, owned) = done.map_err(|e| StoreError::Protocol(e.to_string()))?;
+                    lists.push((key, owned?));
+                }
+                for (key, owned) in lists {
+                    found |= !owned.is_empty();
+                    for (member, value) in owned {
+                        if claimed.len() >= max {
+                            return Ok(claimed);
+                        }
+                        let handed_over = Notified::decode(&value);
+                        if let Some(dialog) = self
+                            .claim_one(claimer, &dead, &key, &member, handed_over)
+                            .await?
+                        {
+                            claimed.push(dialog);
+                        }
+                    }
+                }
+            }
+            if !found {
                 // Nothing left to continue: the edge is fully taken over.
                 backend.unschedule(Schedule::Leases, &dead).await?;
-                continue;
-            }
-            for (member, value) in owned {
-                if claimed.len() >= max {
-                    return Ok(claimed);
-                }
-                let handed_over = Notified::decode(&value);
-                if let Some(dialog) = self.claim_one(claimer, &dead, &member, handed_over).await? {
-                    claimed.push(dialog);
-                }
             }
         }
         Ok(claimed)
     }
 
+    /// Moves the dialog `member`, found in `found_in` (a map of `dead`'s
+    /// index), to `claimer`.
     async fn claim_one(
         &self,
         claimer: &str,
         dead: &str,
+        found_in: &Key,
         member: &str,
         handed_over: Option<Notified>,
     ) -> Result<Option<ClaimedDialog>, StoreError> {
         let backend = self.compositor.backend();
+        let forget = || async { backend.map_take(found_in, member, None).await.map(drop) };
         let Some((presentity, dialog_id)) = member.split_once('\n') else {
-            unindex(backend.as_ref(), dead, member).await?;
+            forget().await?;
             return Ok(None);
         };
         let key = Key::new(Kind::Subscriptions, presentity);
         let Some(raw) = backend.map_get(&key, dialog_id).await? else {
-            unindex(backend.as_ref(), dead, member).await?;
+            forget().await?;
             return Ok(None);
         };
-        let Ok(mut record) = SubscriptionRecord::decode(&raw) else {
-            unindex(backend.as_ref(), dead, member).await?;
+        let Ok(mut record) = SubscriptionRecord::decode(presentity, dialog_id, &raw) else {
+            forget().await?;
             return Ok(None);
         };
         if record.dialog.edge_id != dead {
             // Already continued elsewhere (a refresh reached another edge).
-            unindex(backend.as_ref(), dead, member).await?;
+            forget().await?;
             return Ok(None);
         }
         record.dialog.edge_id = claimer.to_string();
         record.dialog.notify_cseq = record.dialog.notify_cseq.saturating_add(TAKEOVER_CSEQ_GAP);
+        let encoded = record.encode();
+        let (before, after) = (EntryForm::of_stored(&raw), EntryForm::of_stored(&encoded));
         if !backend
-            .map_replace(&key, dialog_id, &raw, Bytes::from(record.encode()))
+            .map_replace(&key, dialog_id, &raw, Bytes::from(encoded))
             .await?
         {
             // Another survivor (or a refresh) won the race.
             return Ok(None);
         }
-        index(backend.as_ref(), claimer, member).await?;
-        unindex(backend.as_ref(), dead, member).await?;
+        let id = (presentity, dialog_id);
+        index(backend.as_ref(), after, claimer, id).await?;
+        forget().await?;
+        if before != after {
+            crate::subscriptions::move_watching(backend.as_ref(), before, after, &record).await?;
+        }
         let view = self.compositor.view(presentity).await?;
         Ok(Some(ClaimedDialog {
             record,
@@ -414,6 +532,120 @@ mod tests {
                 other => panic!("claimed {other}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn dialogs_indexed_by_the_previous_release_are_claimed_and_handed_over() {
+        let (ownership, subscriptions) = setup().await;
+        let backend = ownership.compositor.backend().clone();
+        // d9 as the previous release stored it: a record in binary
+        // version 1 and the entry in the edge's one map.
+        let old = SubscriptionRecord {
+            presentity: "alice@example.com".into(),
+            dialog: DialogRecord {
+                id: "d9".into(),
+                watcher: "bob@example.com".into(),
+                edge_id: "edge-a".into(),
+                notify_cseq: 7,
+                ..DialogRecord::default()
+            },
+            expires_at_ms: T0 + 600_000,
+            status: SubscriptionStatus::Active,
+            masked: false,
+            approved: false,
+        };
+        let mut w = contract::Writer::record(1, 256);
+        w.str(&old.presentity);
+        old.dialog.encode_into(&mut w);
+        w.varint(old.expires_at_ms);
+        w.u8(0);
+        w.bool(false);
+        w.bool(false);
+        let key = Key::new(Kind::Subscriptions, "alice@example.com");
+        backend
+            .map_put(&key, "d9", Bytes::from(w.into_vec()))
+            .await
+            .unwrap();
+        let member = schedule_member("alice@example.com", "d9");
+        let legacy = legacy_index_key("edge-a");
+        backend
+            .map_put(&legacy, &member, Bytes::new())
+            .await
+            .unwrap();
+        let notified = Notified {
+            status: SubscriptionStatus::Active,
+            masked: false,
+            version: 5,
+        };
+        let given_up = |id: &str| HandedOver {
+            presentity: "alice@example.com".into(),
+            dialog_id: id.into(),
+            notified,
+        };
+        // The old entry is found for the hand-over as well as the new ones.
+        let written = ownership
+            .hand_over("edge-a", vec![given_up("d9"), given_up("d1")])
+            .await
+            .unwrap();
+        assert_eq!(written, 2);
+        ownership.release("edge-a").await.unwrap();
+        // Claimed one at a time, the old entry among them.
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            for dialog in ownership.claim("edge-b", 1, T0).await.unwrap() {
+                if dialog.record.dialog.id != "d2" {
+                    assert_eq!(dialog.handed_over, Some(notified));
+                }
+                ids.push(dialog.record.dialog.id);
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, ["d1", "d2", "d9"]);
+        // The old entry is gone; the claimed record is in the new form,
+        // and so are its entries.
+        assert!(backend.map_list(&legacy).await.unwrap().is_empty());
+        let raw = backend.map_get(&key, "d9").await.unwrap().unwrap();
+        assert_eq!(EntryForm::of_stored(&raw), EntryForm::Compact);
+        let shard = index_key(EntryForm::Compact, "edge-b", &member);
+        assert!(backend.map_get(&shard, &member).await.unwrap().is_some());
+        let record = SubscriptionRecord::decode("alice@example.com", "d9", &raw).unwrap();
+        assert_eq!(record.dialog.notify_cseq, 7 + TAKEOVER_CSEQ_GAP);
+        // Nothing left of edge-a: its lease goes once every map is empty.
+        assert!(ownership.claim("edge-b", 10, T0).await.unwrap().is_empty());
+        assert!(backend
+            .due(Schedule::Leases, T0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(edge, _)| edge != "edge-a"));
+        // And it expires from its old schedule member, leaving nothing.
+        assert!(subscriptions.expire(&member, T0 + 600_000).await.unwrap());
+        assert!(backend.map_get(&shard, &member).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // A release and process independent hash: fixed values.
+        assert_eq!(shard_of(""), 0x811c_9dc5 % INDEX_SHARDS);
+        assert_eq!(
+            shard_of("alice@example.com\nd1"),
+            shard_of("alice@example.com\nd1")
+        );
+        let mut counts = vec![0u32; INDEX_SHARDS as usize];
+        for n in 0..100_000 {
+            let member = format!(
+                "user{n:06}@example.com\n{:016x}",
+                u64::from(n as u32) * 0x9e37_79b9
+            );
+            counts[shard_of(&member) as usize] += 1;
+        }
+        // 100,000 dialogs: every shard well below 512 entries.
+        let max = counts.iter().max().copied().unwrap_or_default();
+        assert!(max < 480, "{max} in one shard");
+        assert_eq!(
+            shard_key("edge-a", 7),
+            Key::new(Kind::EdgeDialogShard, "edge-a/7")
+        );
     }
 
     #[test]

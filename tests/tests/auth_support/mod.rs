@@ -201,8 +201,9 @@ pub async fn stored_subscriptions(redis_url: &str, presentity: &str) -> Vec<(Str
         .expect("reading subscriptions");
     records
         .iter()
-        .map(|(_, raw)| {
-            let record = SubscriptionRecord::decode(raw).expect("a subscription record");
+        .map(|(dialog_id, raw)| {
+            let record = SubscriptionRecord::decode(presentity, dialog_id, raw)
+                .expect("a subscription record");
             (record.dialog.watcher, record.dialog.remote_uri)
         })
         .collect()

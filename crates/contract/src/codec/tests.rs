@@ -218,3 +218,95 @@ fn garbled_bytes_never_panic() {
         }
     }
 }
+
+fn known_round_trip(value: &str, known: &[&str]) -> (usize, Result<String, CodecError>) {
+    let mut w = Writer::new();
+    w.known_str(value, known);
+    let bytes = w.into_vec();
+    let mut r = Reader::new(&bytes);
+    let read = r.known_str(known).and_then(|v| r.finish().map(|()| v));
+    (bytes.len(), read)
+}
+
+#[test]
+fn known_strings_round_trip_as_a_reference_a_prefix_or_a_literal() {
+    let known = ["alice@example.com", "sip:alice@example.com", "ü"];
+    // Exactly a known string: one byte.
+    assert_eq!(
+        known_round_trip("sip:alice@example.com", &known),
+        (1, Ok("sip:alice@example.com".into()))
+    );
+    // Starts like one: index, kept bytes, the suffix.
+    let target = "sip:alice@192.0.2.1:5060;transport=udp";
+    let (len, read) = known_round_trip(target, &known);
+    assert_eq!(read.as_deref(), Ok(target));
+    assert!(len < target.len() - 5, "{len} bytes");
+    // Nothing in common, or too little to pay: a literal.
+    for value in ["", "bob", "s", "üx", "sip:b", "\u{1F600}"] {
+        let (len, read) = known_round_trip(value, &known);
+        assert_eq!(read.as_deref(), Ok(value));
+        assert!(len <= value.len() + 1, "{value:?}: {len} bytes");
+    }
+    // No known strings at all.
+    assert_eq!(known_round_trip("x", &[]), (2, Ok("x".into())));
+    // A shared prefix never splits a character.
+    assert_eq!(common_prefix("aé", "aè"), 1);
+    assert_eq!(common_prefix("abc", "ab"), 2);
+}
+
+#[test]
+fn known_string_references_out_of_range_are_refused() {
+    let known = ["abc"];
+    // A reference to a fourth known string of one.
+    let mut r = Reader::new(&[(3 << 2) | 1]);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::Invalid { .. })
+    ));
+    // A prefix longer than the known string, or inside a character.
+    let mut r = Reader::new(&[2, 4, 0]);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::Invalid { .. })
+    ));
+    let mut r = Reader::new(&[2, 1, 0]);
+    assert!(matches!(
+        r.known_str(&["é"]),
+        Err(CodecError::Invalid { .. })
+    ));
+    // The reserved form, and a literal longer than the input.
+    let mut r = Reader::new(&[3]);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::Invalid { .. })
+    ));
+    let mut r = Reader::new(&[4 * 5, b'a']);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::Truncated { .. })
+    ));
+    // Invalid UTF-8 in a literal or a suffix.
+    let mut r = Reader::new(&[4, 0xff]);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::InvalidUtf8 { .. })
+    ));
+    let mut r = Reader::new(&[2, 1, 1, 0xff]);
+    assert!(matches!(
+        r.known_str(&known),
+        Err(CodecError::InvalidUtf8 { .. })
+    ));
+}
+
+#[test]
+fn a_record_of_another_version_is_handed_its_version() {
+    let mut w = Writer::record(7, 8);
+    w.str("x");
+    let bytes = w.into_vec();
+    assert_eq!(binary_version(&bytes), Some(7));
+    assert_eq!(binary_version(b"{}"), None);
+    let read: Result<(u8, String), CodecError> =
+        decode_record_versions(&bytes, |version, r| Ok((version, r.string()?)));
+    assert_eq!(read, Ok((7, "x".into())));
+    assert_eq!(Sample::decode(&bytes), Err(CodecError::UnknownVersion(7)));
+}

@@ -12,6 +12,7 @@
 //! |------------------------------|----------------------------|------------|----------------------------------|
 //! | record of [`Key`]            | `<prefix>:{<entity>}`      | hash       | `pres:{alice@example.com}`       |
 //! | map of [`Key`]               | `<prefix>:{<entity>}:m`    | hash       | `subs:{alice@example.com}:m`     |
+//! | map of an edge index shard   | `edges:{<edge-id>/<n>}:m`  | hash       | `edges:{edge-1/17}:m`            |
 //! | channel of an entity         | `chan:{<entity>}`          | pub/sub    | `chan:{alice@example.com}`       |
 //! | [`Schedule::Bindings`]       | `sched:bindings`           | sorted set | member AOR, score due (ms)       |
 //! | [`Schedule::Publications`]   | `sched:publications`       | sorted set | member presentity                |
@@ -19,11 +20,26 @@
 //! | [`Schedule::Leases`]         | `sched:leases`             | sorted set | member edge id, score lease end  |
 //!
 //! `<prefix>` is [`Kind::prefix`](crate::Kind::prefix): `reg`, `pres`,
-//! `subs`, `rules`, `edge`, `epoch`. A record hash has two fields: `rev` (decimal revision,
+//! `subs`, `rules`, `edge`, `edges`, `epoch`, `watching`. A record hash has two fields: `rev` (decimal revision,
 //! never 0) and `val` (the value bytes); its TTL is the key's PEXPIRE, so an
 //! expired record disappears whole and reads as absent (revision 0). A map
 //! is a plain hash of field to value without TTL. The schedule keys are
 //! global and never touched in the same atomic step as entity keys.
+//!
+//! # Memory
+//!
+//! Redis keeps a hash of at most `hash-max-listpack-entries` (512) fields
+//! whose fields and values are at most `hash-max-listpack-value` (64)
+//! bytes as one listpack, a few bytes of overhead per entry; anything
+//! larger becomes a hash table, ~50 bytes per entry plus the allocations
+//! of its field and value. The layout is sized for those defaults: an
+//! edge's index is split into shards (`edges:{edge-id/n}:m`, see
+//! `presence::ownership`) that stay listpacks, a watcher's index
+//! (`watching:{aor}:m`) holds short fields and values, and a subscription
+//! record is encoded to fit a 128-byte allocation. Lower thresholds lose
+//! that (~50 bytes per subscription), higher ones change nothing
+//! needed. Per subscription in Redis, BENCHMARKS.md ("Memory") has the
+//! breakdown.
 //! A sweeper's claim ([`Backend::claim_due`]) moves members to a
 //! fractional score (`hold_until + 0.5` ms), which no other writer uses, so
 //! [`Backend::release`] can tell "still claimed" from "scheduled again".

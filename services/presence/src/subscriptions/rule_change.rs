@@ -1,11 +1,12 @@
 //! A change of a presentity's rules applied to its live subscriptions.
 
+use bytes::Bytes;
 use contract::Announcement;
 use store::Schedule;
 
 use super::{
-    encode, map_key, schedule_member, watching_remove, SubscriptionError, SubscriptionRecord,
-    SubscriptionStatus, Subscriptions,
+    map_key, move_watching, schedule_member, watching_remove, EntryForm, SubscriptionError,
+    SubscriptionRecord, SubscriptionStatus, Subscriptions,
 };
 use crate::ownership;
 use crate::rules::{self, Action};
@@ -25,9 +26,11 @@ impl Subscriptions {
         let key = map_key(presentity);
         let mut moved = Vec::new();
         for (dialog_id, raw) in backend.map_list(&key).await? {
-            let Ok(record) = SubscriptionRecord::decode(&raw) else {
+            let Ok(record) = SubscriptionRecord::decode(presentity, &dialog_id, &raw) else {
                 continue;
             };
+            let id = (presentity, dialog_id.as_str());
+            let form = EntryForm::of_stored(&raw);
             if record.dialog.is_winfo() {
                 continue;
             }
@@ -44,8 +47,8 @@ impl Subscriptions {
                         continue;
                     }
                     backend.unschedule(Schedule::Subscriptions, &member).await?;
-                    ownership::unindex(backend.as_ref(), &record.dialog.edge_id, &member).await?;
-                    watching_remove(backend.as_ref(), &record.dialog.watcher, &member).await?;
+                    ownership::unindex(backend.as_ref(), form, &record.dialog.edge_id, id).await?;
+                    watching_remove(backend.as_ref(), form, &record.dialog.watcher, id).await?;
                     backend
                         .publish(
                             Announcement::Terminated {
@@ -74,11 +77,20 @@ impl Subscriptions {
                 // watcher is not sent back to pending.
                 _ => continue,
             };
+            let encoded = next.encode();
+            let next_form = EntryForm::of_stored(&encoded);
             if !backend
-                .map_replace(&key, &dialog_id, &raw, encode(&next))
+                .map_replace(&key, &dialog_id, &raw, Bytes::from(encoded))
                 .await?
             {
                 continue;
+            }
+            if next_form != form {
+                // Rewritten in the other encoding: its entries move along.
+                let edge = &next.dialog.edge_id;
+                ownership::index(backend.as_ref(), next_form, edge, id).await?;
+                ownership::unindex(backend.as_ref(), form, edge, id).await?;
+                move_watching(backend.as_ref(), form, next_form, &next).await?;
             }
             let view = self.view_for(presentity, next.status, next.masked).await?;
             backend

@@ -331,9 +331,14 @@ fn a_subscription_record_round_trips_in_the_binary_encoding() {
         let record = full_record(status);
         let bytes = record.encode();
         assert_eq!(bytes[0], contract::codec::TAG);
-        assert_eq!(SubscriptionRecord::decode(&bytes).unwrap(), record);
+        let (presentity, id) = (record.presentity.as_str(), record.dialog.id.as_str());
+        assert_eq!(
+            SubscriptionRecord::decode(presentity, id, &bytes).unwrap(),
+            record
+        );
         for len in 0..bytes.len() {
-            assert!(SubscriptionRecord::decode(&bytes[..len]).is_err(), "{len}");
+            let truncated = SubscriptionRecord::decode(presentity, id, &bytes[..len]);
+            assert!(truncated.is_err(), "{len}");
         }
     }
     // Empty route set, empty strings, flags off.
@@ -345,7 +350,10 @@ fn a_subscription_record_round_trips_in_the_binary_encoding() {
         masked: false,
         approved: false,
     };
-    assert_eq!(SubscriptionRecord::decode(&bare.encode()).unwrap(), bare);
+    assert_eq!(
+        SubscriptionRecord::decode("", "", &bare.encode()).unwrap(),
+        bare
+    );
 }
 
 #[test]
@@ -366,7 +374,7 @@ fn a_subscription_record_in_the_old_json_encoding_is_still_read() {
         "remote_target":"sip:b@1.2.3.4","transport":"udp","remote_addr":"1.2.3.4:5060",
         "edge_id":"e","notify_cseq":3,"watcher":"sip:b@x"},"expires_at_ms":42,
         "status":"pending"}"#;
-    let record = SubscriptionRecord::decode(json).unwrap();
+    let record = SubscriptionRecord::decode(ALICE, "d", json).unwrap();
     assert_eq!(record.presentity, ALICE);
     assert_eq!(record.status, SubscriptionStatus::Pending);
     assert_eq!(record.expires_at_ms, 42);
@@ -375,7 +383,10 @@ fn a_subscription_record_in_the_old_json_encoding_is_still_read() {
     assert!(!record.masked && !record.approved && !record.dialog.is_winfo());
     let full = full_record(SubscriptionStatus::Active);
     let old = serde_json::to_vec(&full).unwrap();
-    assert_eq!(SubscriptionRecord::decode(&old).unwrap(), full);
+    assert_eq!(
+        SubscriptionRecord::decode(&full.presentity, &full.dialog.id, &old).unwrap(),
+        full
+    );
 }
 
 #[test]
@@ -383,18 +394,28 @@ fn garbage_is_not_a_subscription_record() {
     for garbage in [
         &b""[..],
         b"\x01\x01",
+        b"\x01\x02",
         b"\x01\x09",
         b"[]",
         b"{\"presentity\":1}",
     ] {
-        assert!(SubscriptionRecord::decode(garbage).is_err(), "{garbage:?}");
+        let decoded = SubscriptionRecord::decode(ALICE, "d1", garbage);
+        assert!(decoded.is_err(), "{garbage:?}");
     }
-    // A status that does not exist.
-    let mut bytes = full_record(SubscriptionStatus::Active).encode();
+    // A status that does not exist, or flags that do not.
+    for flags in [3, 0x10, 0x80] {
+        let mut bytes = full_record(SubscriptionStatus::Active).encode();
+        bytes[2] = flags;
+        assert!(matches!(
+            SubscriptionRecord::decode("ålice@example.com", "d1", &bytes),
+            Err(contract::CodecError::Invalid { .. })
+        ));
+    }
+    let mut bytes = encode_v1(&full_record(SubscriptionStatus::Active));
     let status_at = bytes.len() - 3;
     bytes[status_at] = 9;
     assert!(matches!(
-        SubscriptionRecord::decode(&bytes),
+        SubscriptionRecord::decode("ålice@example.com", "d1", &bytes),
         Err(contract::CodecError::Invalid { .. })
     ));
 }
@@ -432,7 +453,7 @@ async fn subscriptions_the_previous_release_wrote_keep_working() {
         .unwrap()
         .unwrap();
     assert_eq!(raw[0], contract::codec::TAG);
-    let refreshed = SubscriptionRecord::decode(&raw).unwrap();
+    let refreshed = SubscriptionRecord::decode(ALICE, "d1", &raw).unwrap();
     assert_eq!(refreshed.dialog.call_id, old.dialog.call_id);
     assert!(refreshed.expires_at_ms > old.expires_at_ms);
 }
@@ -445,5 +466,342 @@ fn in_upgrade_mode_a_subscription_record_is_written_as_json_and_read_back() {
     let json = record.encode_with(true);
     assert_eq!(json[0], b'{');
     assert!(serde_json::from_slice::<SubscriptionRecord>(&json).is_ok());
-    assert_eq!(SubscriptionRecord::decode(&json).unwrap(), record);
+    assert_eq!(
+        SubscriptionRecord::decode(&record.presentity, &record.dialog.id, &json).unwrap(),
+        record
+    );
+}
+
+/// A record as the previous release wrote it in the binary encoding
+/// (version 1: every field, the presentity and dialog id included).
+fn encode_v1(record: &SubscriptionRecord) -> Vec<u8> {
+    let mut w = Writer::record(1, 256);
+    w.str(&record.presentity);
+    record.dialog.encode_into(&mut w);
+    w.varint(record.expires_at_ms);
+    w.u8(record.status.code());
+    w.bool(record.masked);
+    w.bool(record.approved);
+    w.into_vec()
+}
+
+#[test]
+fn a_subscription_record_of_the_first_binary_version_is_still_read() {
+    for status in [SubscriptionStatus::Active, SubscriptionStatus::Pending] {
+        let record = full_record(status);
+        let v1 = encode_v1(&record);
+        assert_eq!(EntryForm::of_stored(&v1), EntryForm::Legacy);
+        assert_eq!(
+            SubscriptionRecord::decode(&record.presentity, &record.dialog.id, &v1).unwrap(),
+            record
+        );
+    }
+    let json = full_record(SubscriptionStatus::Active).encode_with(true);
+    assert_eq!(EntryForm::of_stored(&json), EntryForm::Legacy);
+    let compact = full_record(SubscriptionStatus::Active).encode_with(false);
+    assert_eq!(EntryForm::of_stored(&compact), EntryForm::Compact);
+}
+
+/// A dialog as an edge makes it for a SUBSCRIBE of sipp's (bench/memory.sh).
+fn typical_dialog(n: u32) -> DialogRecord {
+    let user = format!("user{n:06}@example.com");
+    DialogRecord {
+        id: "0f1e2d3c4b5a6978".into(),
+        call_id: format!("{n}-23456@127.0.0.1"),
+        local_tag: "0f1e2d3c4b5a6978".into(),
+        remote_tag: format!("23456-{n}"),
+        remote_uri: format!("sip:{user}"),
+        local_uri: format!("sip:{user}"),
+        remote_target: format!("sip:user{n:06}@127.0.0.1:5061;transport=UDP"),
+        route_set: Vec::new(),
+        transport: "udp".into(),
+        remote_addr: "127.0.0.1:5061".into(),
+        edge_id: "bench-edge".into(),
+        notify_cseq: 1,
+        event_id: String::new(),
+        watcher: user,
+        package: contract::PRESENCE.into(),
+    }
+}
+
+#[test]
+fn a_typical_subscription_record_fits_a_128_byte_allocation() {
+    // Redis stores the value with 4 bytes of header and terminator; jemalloc
+    // serves 128 bytes for up to 128. The previous encoding took 320.
+    let record = SubscriptionRecord {
+        presentity: "user100000@example.com".into(),
+        dialog: typical_dialog(100_000),
+        expires_at_ms: 1_765_100_000_000,
+        status: SubscriptionStatus::Active,
+        masked: false,
+        approved: false,
+    };
+    let compact = record.encode_with(false).len();
+    let v1 = encode_v1(&record).len();
+    assert!(compact + 4 <= 128, "{compact} bytes");
+    assert!(v1 > 256, "{v1} bytes before");
+    // A watcher of somebody else costs the watcher's AOR more.
+    let other = SubscriptionRecord {
+        presentity: "alice.liddell@example.com".into(),
+        ..record
+    };
+    let (compact, v1) = (other.encode_with(false).len(), encode_v1(&other).len());
+    assert!(
+        compact + 4 <= 160 + 32 && v1 > 256,
+        "{compact} bytes, {v1} before"
+    );
+}
+
+/// Stores a subscription as the previous release did: `raw` (JSON or
+/// binary version 1) under its dialog id, and the schedule, edge and
+/// watcher entries under `presentity '\n' dialog-id`.
+async fn store_as_previous_release(
+    backend: &dyn store::Backend,
+    record: &SubscriptionRecord,
+    raw: Vec<u8>,
+) {
+    let member = schedule_member(&record.presentity, &record.dialog.id);
+    backend
+        .schedule(Schedule::Subscriptions, &member, record.expires_at_ms)
+        .await
+        .unwrap();
+    backend
+        .map_put(
+            &map_key(&record.presentity),
+            &record.dialog.id,
+            Bytes::from(raw),
+        )
+        .await
+        .unwrap();
+    backend
+        .map_put(
+            &Key::new(Kind::EdgeDialogs, record.dialog.edge_id.clone()),
+            &member,
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    backend
+        .map_put(
+            &watching_key(&record.dialog.watcher),
+            &member,
+            Bytes::from(record.expires_at_ms.to_string()),
+        )
+        .await
+        .unwrap();
+}
+
+fn previous_release_record(id: &str) -> SubscriptionRecord {
+    SubscriptionRecord {
+        presentity: ALICE.into(),
+        dialog: dialog(id, "bob@example.com"),
+        expires_at_ms: T0 + 600_000,
+        status: SubscriptionStatus::Active,
+        masked: false,
+        approved: false,
+    }
+}
+
+/// Every field of a map, sorted.
+async fn fields(backend: &dyn store::Backend, key: &Key) -> Vec<String> {
+    let mut fields: Vec<String> = backend
+        .map_list(key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    fields.sort();
+    fields
+}
+
+/// Every field of every map of `edge`'s index, the legacy one included.
+async fn indexed(backend: &dyn store::Backend, edge: &str) -> Vec<String> {
+    let mut all = fields(backend, &Key::new(Kind::EdgeDialogs, edge)).await;
+    for shard in 0..crate::ownership::INDEX_SHARDS {
+        let key = Key::new(Kind::EdgeDialogShard, format!("{edge}/{shard}"));
+        all.extend(fields(backend, &key).await);
+    }
+    all.sort();
+    all
+}
+
+#[tokio::test]
+async fn subscriptions_with_entries_of_the_previous_release_expire_and_end_cleanly() {
+    let subscriptions = subscriptions();
+    let backend = subscriptions.compositor.backend().clone();
+    let b = backend.as_ref();
+    // d1 in JSON, d2 in binary version 1, both with old-form entries.
+    let (d1, d2) = (previous_release_record("d1"), previous_release_record("d2"));
+    store_as_previous_release(b, &d1, serde_json::to_vec(&d1).unwrap()).await;
+    store_as_previous_release(b, &d2, encode_v1(&d2)).await;
+    let watching = watching_key("bob@example.com");
+    assert_eq!(fields(b, &watching).await.len(), 2);
+    // The old schedule member expires the record and finds and removes
+    // both of its entries.
+    let member = schedule_member(ALICE, "d1");
+    assert!(subscriptions.expire(&member, T0 + 600_000).await.unwrap());
+    assert_eq!(indexed(b, "edge-1").await, [schedule_member(ALICE, "d2")]);
+    assert_eq!(fields(b, &watching).await, [schedule_member(ALICE, "d2")]);
+    // An unsubscribe does too.
+    assert!(subscriptions.unsubscribe(ALICE, "d2").await.unwrap());
+    assert!(indexed(b, "edge-1").await.is_empty());
+    assert!(fields(b, &watching).await.is_empty());
+    assert_eq!(b.schedule_len(Schedule::Subscriptions).await.unwrap(), 0);
+
+    // An un-SUBSCRIBE of an old one, and a rule that blocks another.
+    let (d3, d4) = (previous_release_record("d3"), previous_release_record("d4"));
+    store_as_previous_release(b, &d3, encode_v1(&d3)).await;
+    store_as_previous_release(b, &d4, serde_json::to_vec(&d4).unwrap()).await;
+    let end = SubscribeCommand {
+        expires: Some(0),
+        refresh: true,
+        ..new_subscription(ALICE, "d3", "bob@example.com")
+    };
+    subscriptions.subscribe(&end, T0 + 1).await.unwrap();
+    assert_eq!(indexed(b, "edge-1").await, [schedule_member(ALICE, "d4")]);
+    set_rule(&subscriptions, "bob@example.com", Action::Block).await;
+    assert_eq!(subscriptions.apply_rules(ALICE).await.unwrap(), 1);
+    assert!(indexed(b, "edge-1").await.is_empty());
+    assert!(fields(b, &watching).await.is_empty());
+    assert!(subscriptions.list(ALICE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_rewritten_old_subscription_moves_its_entries_to_the_compact_form() {
+    let subscriptions = subscriptions();
+    let backend = subscriptions.compositor.backend().clone();
+    let b = backend.as_ref();
+    let d1 = previous_release_record("d1");
+    store_as_previous_release(b, &d1, encode_v1(&d1)).await;
+    let member = schedule_member(ALICE, "d1");
+    let watching = watching_key("bob@example.com");
+    // A refresh through another edge: the record in version 2, the edge's
+    // entry in the new owner's shard, the watcher's under the dialog id.
+    let refresh = SubscribeCommand {
+        refresh: true,
+        dialog: DialogRecord {
+            edge_id: "edge-2".into(),
+            ..dialog("d1", "bob@example.com")
+        },
+        ..new_subscription(ALICE, "d1", "bob@example.com")
+    };
+    subscriptions.subscribe(&refresh, T0 + 1).await.unwrap();
+    let raw = b.map_get(&map_key(ALICE), "d1").await.unwrap().unwrap();
+    assert_eq!(EntryForm::of_stored(&raw), EntryForm::Compact);
+    assert!(indexed(b, "edge-1").await.is_empty());
+    assert_eq!(indexed(b, "edge-2").await, std::slice::from_ref(&member));
+    assert_eq!(fields(b, &watching).await, ["d1"]);
+    // A rule change rewriting an old record moves its entries as well.
+    let d2 = SubscriptionRecord {
+        status: SubscriptionStatus::Pending,
+        ..previous_release_record("d2")
+    };
+    store_as_previous_release(b, &d2, serde_json::to_vec(&d2).unwrap()).await;
+    set_rule(&subscriptions, "bob@example.com", Action::Allow).await;
+    assert_eq!(subscriptions.apply_rules(ALICE).await.unwrap(), 1);
+    assert_eq!(indexed(b, "edge-1").await, [schedule_member(ALICE, "d2")]);
+    assert!(fields(b, &Key::new(Kind::EdgeDialogs, "edge-1"))
+        .await
+        .is_empty());
+    assert_eq!(fields(b, &watching).await, ["d1", "d2"]);
+    // Expiry then finds them where they are now.
+    assert!(subscriptions.expire(&member, T0 + 600_001).await.unwrap());
+    let d2_member = schedule_member(ALICE, "d2");
+    assert!(subscriptions
+        .expire(&d2_member, T0 + 600_001)
+        .await
+        .unwrap());
+    assert!(indexed(b, "edge-1").await.is_empty());
+    assert!(indexed(b, "edge-2").await.is_empty());
+    assert!(fields(b, &watching).await.is_empty());
+}
+
+#[tokio::test]
+async fn in_upgrade_mode_entries_are_written_as_the_previous_release_reads_them() {
+    let subscriptions = subscriptions();
+    let backend = subscriptions.compositor.backend().clone();
+    let b = backend.as_ref();
+    // A compact subscription, then the upgrade mode switched on (a
+    // rollback being prepared): its refresh writes JSON and moves the
+    // entries to the old form, where the previous release looks.
+    subscriptions
+        .subscribe(&new_subscription(ALICE, "d1", "bob@example.com"), T0)
+        .await
+        .unwrap();
+    let member = schedule_member(ALICE, "d1");
+    assert_eq!(fields(b, &watching_key("bob@example.com")).await, ["d1"]);
+    let json = SubscriptionRecord {
+        expires_at_ms: T0 + 700_000,
+        ..previous_release_record("d1")
+    };
+    // What a refresh in upgrade mode does, without switching the
+    // process-wide mode under the other tests.
+    let raw = b.map_get(&map_key(ALICE), "d1").await.unwrap().unwrap();
+    assert!(b
+        .map_replace(
+            &map_key(ALICE),
+            "d1",
+            &raw,
+            Bytes::from(json.encode_with(true))
+        )
+        .await
+        .unwrap());
+    crate::ownership::index(b, EntryForm::Legacy, "edge-1", (ALICE, "d1"))
+        .await
+        .unwrap();
+    crate::ownership::unindex(b, EntryForm::Compact, "edge-1", (ALICE, "d1"))
+        .await
+        .unwrap();
+    move_watching(b, EntryForm::Compact, EntryForm::Legacy, &json)
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(b, &Key::new(Kind::EdgeDialogs, "edge-1")).await,
+        std::slice::from_ref(&member)
+    );
+    assert_eq!(
+        fields(b, &watching_key("bob@example.com")).await,
+        std::slice::from_ref(&member)
+    );
+    assert!(subscriptions.expire(&member, T0 + 700_000).await.unwrap());
+    assert!(indexed(b, "edge-1").await.is_empty());
+    assert!(fields(b, &watching_key("bob@example.com")).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_watcher_limit_counts_entries_of_both_forms_once_each() {
+    let subscriptions = subscriptions_with(PresenceConfig {
+        max_subscriptions_per_watcher: 2,
+        ..PresenceConfig::default()
+    });
+    let backend = subscriptions.compositor.backend().clone();
+    let b = backend.as_ref();
+    let d1 = previous_release_record("d1");
+    store_as_previous_release(b, &d1, encode_v1(&d1)).await;
+    // A left-over compact entry of the same dialog counts once.
+    b.map_put(
+        &watching_key("bob@example.com"),
+        "d1",
+        Bytes::from((T0 + 600_000).to_string()),
+    )
+    .await
+    .unwrap();
+    subscriptions
+        .subscribe(
+            &new_subscription("carol@example.com", "d2", "bob@example.com"),
+            T0,
+        )
+        .await
+        .unwrap();
+    let third = subscriptions
+        .subscribe(
+            &new_subscription("dave@example.com", "d3", "bob@example.com"),
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(third, Err(SubscriptionError::TooMany { limit: 2 })),
+        "{third:?}"
+    );
 }
