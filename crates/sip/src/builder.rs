@@ -81,7 +81,7 @@ impl Request {
 impl RequestBuilder {
     /// Appends a header line (CR/LF in the value are replaced, so values cannot inject lines).
     pub fn header(mut self, name: HeaderName, value: impl fmt::Display) -> Self {
-        self.request.headers.push(&name, &value.to_string());
+        self.request.headers.push_display(&name, &value);
         self
     }
 
@@ -191,7 +191,7 @@ impl ResponseBuilder {
 
     /// Appends a header line (CR/LF in the value are replaced).
     pub fn header(mut self, name: HeaderName, value: impl fmt::Display) -> Self {
-        self.response.headers.push(&name, &value.to_string());
+        self.response.headers.push_display(&name, &value);
         self
     }
 

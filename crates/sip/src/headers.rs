@@ -276,6 +276,16 @@ impl Headers {
     /// not allowed in a header name are dropped, so no value can inject header lines; a name
     /// with no valid character at all is not added.
     pub fn push(&mut self, name: &HeaderName, value: &str) {
+        self.push_with(name, |headers| headers.push_text(value));
+    }
+
+    /// Appends a header line whose value is `value` formatted straight into the message's own
+    /// text (no intermediate string); the same rules as [`Headers::push`] apply.
+    pub fn push_display(&mut self, name: &HeaderName, value: &dyn fmt::Display) {
+        self.push_with(name, |headers| headers.push_formatted(value));
+    }
+
+    fn push_with(&mut self, name: &HeaderName, push_value: impl FnOnce(&mut Self) -> Span) {
         let known = name.known();
         if known.is_none() && !name.as_str().bytes().any(crate::grammar::is_token_char) {
             return;
@@ -292,12 +302,26 @@ impl Headers {
                 Span::arena(start, self.arena.len())
             }
         };
-        let value_span = self.push_text(value);
+        let value_span = push_value(self);
         self.entries.push(Entry {
             known,
             name: name_span,
             value: value_span,
         });
+    }
+
+    fn push_formatted(&mut self, value: &dyn fmt::Display) -> Span {
+        use fmt::Write as _;
+        let start = self.arena.len();
+        // A Display impl that fails leaves what it wrote, as `to_string` would panic instead.
+        let _ = write!(self.arena, "{value}");
+        let written = &self.arena[start..];
+        if crate::grammar::trim(written).len() == written.len() && !written.contains(['\r', '\n']) {
+            return Span::arena(start, self.arena.len());
+        }
+        // Rare: surrounding whitespace or a line break to neutralise.
+        let text = self.arena.split_off(start);
+        self.push_text(&text)
     }
 
     fn push_text(&mut self, value: &str) -> Span {

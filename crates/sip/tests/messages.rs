@@ -200,6 +200,25 @@ fn notify_builder_round_trip() {
 }
 
 #[test]
+fn formatted_header_values_are_trimmed_and_cannot_inject_lines() {
+    let uri = Uri::parse("sip:alice@example.com").unwrap();
+    let request = Request::builder(Method::Notify, uri)
+        .header(HeaderName::CallId, "a\r\nInjected: yes")
+        .header(HeaderName::Subject, "  padded\t ")
+        .header(HeaderName::MaxForwards, 70)
+        .build();
+    let out = String::from_utf8(request.to_bytes().to_vec()).unwrap();
+    assert!(out.contains("\r\nCall-ID: a  Injected: yes\r\n"), "{out}");
+    assert!(out.contains("\r\nSubject: padded\r\n"), "{out}");
+    assert!(out.contains("\r\nMax-Forwards: 70\r\n"), "{out}");
+    let response = Response::builder(200)
+        .header(HeaderName::Subject, "x\ny")
+        .build();
+    let out = String::from_utf8(response.to_bytes().to_vec()).unwrap();
+    assert!(out.contains("\r\nSubject: x y\r\n"), "{out}");
+}
+
+#[test]
 fn response_for_request_copies_dialog_headers() {
     let mut r = req(REGISTER);
     let mut top = r.headers().top_via().unwrap();
