@@ -100,7 +100,14 @@ impl DialogRecord {
     /// URI (`sip:` and the watcher), the To URI (`sip:` and the
     /// presentity), the Contact (the From URI's `sip:user@`), the transport
     /// and the event package (fixed names).
-    pub fn encode_compact(&self, w: &mut Writer, presentity: &str) {
+    ///
+    /// The first byte is shared with the holder of the record: its low four
+    /// bits are `holder_bits` (a subscription's status and flags), bit 4
+    /// says a route set follows, bit 5 an event id; usually neither does.
+    pub fn encode_compact(&self, w: &mut Writer, presentity: &str, holder_bits: u8) {
+        let has_routes = !self.route_set.is_empty();
+        let has_event_id = !self.event_id.is_empty();
+        w.u8(holder_bits & 0x0f | u8::from(has_routes) << 4 | u8::from(has_event_id) << 5);
         let sip_presentity = format!("sip:{presentity}");
         let sip_watcher = format!("sip:{}", self.watcher);
         w.known_str(&self.watcher, &[presentity]);
@@ -110,22 +117,36 @@ impl DialogRecord {
         w.known_str(&self.remote_uri, &[&sip_watcher]);
         w.known_str(&self.local_uri, &[&sip_presentity]);
         w.known_str(&self.remote_target, &[&self.remote_uri, &sip_watcher]);
-        w.seq(&self.route_set, |w, route| w.str(route));
+        if has_routes {
+            w.seq(&self.route_set, |w, route| w.str(route));
+        }
         w.known_str(&self.transport, &TRANSPORTS);
         w.str(&self.remote_addr);
         w.str(&self.edge_id);
         w.varint(u64::from(self.notify_cseq));
-        w.str(&self.event_id);
+        if has_event_id {
+            w.str(&self.event_id);
+        }
         w.known_str(&self.package, &PACKAGES);
     }
 
     /// Reads what [`DialogRecord::encode_compact`] wrote, given the dialog
-    /// id and the presentity it left out.
+    /// id and the presentity it left out; returns the holder's four bits
+    /// with it.
     pub fn decode_compact(
         r: &mut Reader<'_>,
         id: &str,
         presentity: &str,
-    ) -> Result<Self, CodecError> {
+    ) -> Result<(Self, u8), CodecError> {
+        let at = r.offset();
+        let bits = r.u8()?;
+        if bits >> 6 != 0 {
+            return Err(CodecError::Invalid {
+                what: "dialog record flags",
+                value: u64::from(bits),
+                at,
+            });
+        }
         let sip_presentity = format!("sip:{presentity}");
         let watcher = r.known_str(&[presentity])?;
         let sip_watcher = format!("sip:{watcher}");
@@ -135,7 +156,12 @@ impl DialogRecord {
         let remote_uri = r.known_str(&[&sip_watcher])?;
         let local_uri = r.known_str(&[&sip_presentity])?;
         let remote_target = r.known_str(&[&remote_uri, &sip_watcher])?;
-        Ok(DialogRecord {
+        let route_set = if bits & 0x10 != 0 {
+            r.seq(Reader::string)?
+        } else {
+            Vec::new()
+        };
+        let record = DialogRecord {
             id: id.to_owned(),
             call_id,
             local_tag,
@@ -143,15 +169,20 @@ impl DialogRecord {
             remote_uri,
             local_uri,
             remote_target,
-            route_set: r.seq(Reader::string)?,
+            route_set,
             transport: r.known_str(&TRANSPORTS)?,
             remote_addr: r.string()?,
             edge_id: r.string()?,
             notify_cseq: r.u32()?,
-            event_id: r.string()?,
+            event_id: if bits & 0x20 != 0 {
+                r.string()?
+            } else {
+                String::new()
+            },
             watcher,
             package: r.known_str(&PACKAGES)?,
-        })
+        };
+        Ok((record, bits & 0x0f))
     }
 }
 
@@ -238,11 +269,14 @@ mod tests {
         presentity: &str,
     ) -> (usize, Result<DialogRecord, CodecError>) {
         let mut w = Writer::new();
-        record.encode_compact(&mut w, presentity);
+        record.encode_compact(&mut w, presentity, 0x0a);
         let bytes = w.into_vec();
         let mut r = Reader::new(&bytes);
-        let decoded = DialogRecord::decode_compact(&mut r, &record.id, presentity)
-            .and_then(|d| r.finish().map(|()| d));
+        let decoded =
+            DialogRecord::decode_compact(&mut r, &record.id, presentity).and_then(|(d, bits)| {
+                assert_eq!(bits, 0x0a, "the holder's bits");
+                r.finish().map(|()| d)
+            });
         (bytes.len(), decoded)
     }
 
@@ -294,8 +328,15 @@ mod tests {
     #[test]
     fn a_truncated_compact_dialog_record_is_an_error() {
         let mut w = Writer::new();
-        full().encode_compact(&mut w, "alice@example.com");
+        full().encode_compact(&mut w, "alice@example.com", 0);
         let bytes = w.into_vec();
+        // Flags that do not exist.
+        for flags in [0x40, 0x80] {
+            let mut garbled = bytes.clone();
+            garbled[0] |= flags;
+            let mut r = Reader::new(&garbled);
+            assert!(DialogRecord::decode_compact(&mut r, "d1", "alice@example.com").is_err());
+        }
         for len in 0..bytes.len() {
             let mut r = Reader::new(&bytes[..len]);
             assert!(

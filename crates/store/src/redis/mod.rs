@@ -36,7 +36,7 @@
 //! edge's index is split into shards (`edges:{edge-id/n}:m`, see
 //! `presence::ownership`) that stay listpacks, a watcher's index
 //! (`watching:{aor}:m`) holds short fields and values, and a subscription
-//! record is encoded to fit a 128-byte allocation. Lower thresholds lose
+//! record is encoded to fit a 112-byte allocation. Lower thresholds lose
 //! that (~50 bytes per subscription), higher ones change nothing
 //! needed. Per subscription in Redis, BENCHMARKS.md ("Memory") has the
 //! breakdown.
