@@ -2,8 +2,8 @@
 //!
 //! The dialog records live in the presence service; this is a cache of the
 //! ones this edge owns, with what only the owner needs: the next CSeq and the
-//! last version sent. Each dialog has a small task that sends its NOTIFYs
-//! strictly one after another (a NOTIFY waits for the previous one's final
+//! last version sent. Each dialog's sender sends its NOTIFYs strictly one
+//! after another, in a task that runs only while there is something to tell (a NOTIFY waits for the previous one's final
 //! response). State changes that arrive while a NOTIFY is in flight are
 //! coalesced — the latest version wins, a termination is never dropped, and
 //! a version older than one already sent is never sent (ARCHITECTURE.md,
@@ -23,13 +23,16 @@
 //!
 //! * [`channels`] — the counted channel watches and the latest state heard.
 //! * `state` — the dialog index and what changes a dialog's state.
-//! * `sender` — each dialog's NOTIFY sender task.
+//! * `sender` — each dialog's NOTIFY sender.
+//! * `slot` — a dialog's latest signal, and its sender while idle: an idle
+//!   dialog holds no task.
 //! * [`notify`] — building and sending one NOTIFY; the body comes from the
 //!   dialog's event package ([`crate::packages`]).
 
 pub mod channels;
 pub mod notify;
 mod sender;
+mod slot;
 mod state;
 
 pub use state::SourceSlot;
@@ -42,7 +45,6 @@ use std::time::Duration;
 
 use contract::{DialogRecord, WatcherEntry};
 use store::FeedControl;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::packages::WatcherSnapshot;
@@ -114,7 +116,8 @@ struct Signal {
 
 struct Entry {
     presentity: String,
-    signal: watch::Sender<Signal>,
+    /// The dialog's signal, and its sender while idle.
+    slot: Arc<slot::Slot>,
     /// The dialog as activated (its route is in the signal), shared with
     /// its sender until a route change makes the sender copy it.
     record: Arc<DialogRecord>,
@@ -123,8 +126,6 @@ struct Entry {
     /// What the watcher last acknowledged ([`Acknowledged`]), written by the
     /// sender and read when the dialog is handed over.
     acknowledged: Arc<AtomicU64>,
-    /// The sender task, awaited when the dialog is handed over.
-    sender: tokio::task::JoinHandle<()>,
     /// The dialog's place in its source's count, given back with the entry.
     _source: Arc<SourceSlot>,
 }
@@ -199,6 +200,8 @@ pub struct Dialogs {
     index: Mutex<Index>,
     /// Dialogs held (and being set up) per source address.
     sources: Arc<state::SourceCounts>,
+    /// Dialogs by when they are overdue (see `slot`).
+    overdue: slot::Overdue,
 }
 
 /// Where a presence change came from, as its announcement says.
@@ -208,4 +211,18 @@ pub struct Change<'a> {
     pub trace: Option<&'a str>,
     /// When it was accepted (ms since the Unix epoch; 0 when unknown).
     pub at_ms: u64,
+}
+
+/// Once a second, ends the dialogs past their expiry whose termination was
+/// never heard (see [`Dialogs::wake_overdue`]): idle dialogs hold no timer.
+pub async fn wake_overdue_loop(edge: Arc<crate::Edge>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let woken = edge.dialogs.wake_overdue();
+        if woken > 0 {
+            tracing::debug!(woken, "dialogs past their expiry woken to end");
+        }
+    }
 }

@@ -204,6 +204,7 @@ pub async fn start_with(
     let mut tasks = transport::serve(edge.clone(), bound.clone(), handler);
     let fanout = tokio::spawn(fanout::run(edge.clone(), feed_rx));
     tasks.push(tokio::spawn(transaction::purge_loop(edge.clone())));
+    tasks.push(tokio::spawn(dialogs::wake_overdue_loop(edge.clone())));
     let lease = tokio::spawn(lease::run(edge.clone()));
     tracing::info!(
         edge_id = %edge.config.edge_id,

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use contract::{DialogRecord, WatcherEntry};
 use store::FeedControl;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::sender::{run_sender, Acknowledged, Sender};
+use super::sender::{Acknowledged, Sender};
+use super::slot::{Overdue, Parked, Slot};
 use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
 use crate::packages::{self, WatcherSnapshot};
 use crate::transport::{Protocol, SourceKey};
@@ -111,6 +111,7 @@ impl Dialogs {
             feed,
             index: Mutex::new(Index::default()),
             sources: Arc::new(SourceCounts::default()),
+            overdue: Overdue::new(),
         }
     }
 
@@ -159,7 +160,7 @@ impl Dialogs {
             Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
             _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
         };
-        let (tx, rx) = watch::channel(Signal {
+        let signal = Signal {
             mode: dialog.mode,
             watchers: Arc::new(WatcherSnapshot {
                 revision: 0,
@@ -177,7 +178,7 @@ impl Dialogs {
             route: None,
             resets: 0,
             handed_over: false,
-        });
+        };
         let id = dialog.record.id.clone();
         let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
         let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
@@ -211,21 +212,30 @@ impl Dialogs {
             resets_seen: 0,
             acknowledged: acknowledged_word.clone(),
         };
-        // Spawned under the index lock: the task cannot look the dialog up
-        // before it is inserted.
-        let task = tokio::spawn(run_sender(edge.clone(), sender, rx));
-        index.dialogs.insert(
+        // Started under the index lock: the sender cannot look the dialog
+        // up before it is inserted.
+        let slot = Slot::start(
+            signal,
+            Parked {
+                edge: edge.clone(),
+                sender,
+            },
+        );
+        self.overdue.file(&slot, expires_at);
+        let replaced = index.dialogs.insert(
             id,
             Entry {
                 presentity: dialog.presentity,
-                signal: tx,
+                slot,
                 record,
                 cseq,
                 acknowledged: acknowledged_word,
-                sender: task,
                 _source: source_slot,
             },
         );
+        if let Some(old) = replaced {
+            self.overdue.unfile(&old.slot);
+        }
     }
 
     /// Gives every dialog up (a draining edge): each sender stops, after
@@ -240,18 +250,19 @@ impl Dialogs {
             index.dialogs.drain().collect()
         };
         for (_, entry) in &entries {
-            entry.signal.send_modify(|s| s.handed_over = true);
+            self.overdue.unfile(&entry.slot);
+            // A parked sender is started, and stops at once.
+            entry.slot.send_modify(|s| s.handed_over = true);
         }
         let deadline = Instant::now() + wait;
         let mut given_up = Vec::with_capacity(entries.len());
-        for (dialog_id, mut entry) in entries {
-            if tokio::time::timeout_at(deadline, &mut entry.sender)
-                .await
-                .is_err()
-            {
-                entry.sender.abort();
+        for (dialog_id, entry) in entries {
+            if let Some(mut task) = entry.slot.take_running() {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    task.abort();
+                }
             }
-            if entry.signal.borrow().end.is_some() {
+            if entry.slot.read(|s| s.end.is_some()) {
                 continue;
             }
             given_up.push(GivenUp {
@@ -285,8 +296,10 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.signal.send_modify(|s| {
-            s.expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
+        let expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
+        self.overdue.file(&entry.slot, expires_at);
+        entry.slot.send_modify(|s| {
+            s.expires_at = expires_at;
             s.refreshes += 1;
             if version > s.version && s.mode == Mode::Presence {
                 s.version = version;
@@ -308,7 +321,7 @@ impl Dialogs {
             .watched
             .get(&entry.presentity)
             .and_then(|w| w.latest.clone());
-        entry.signal.send_modify(|s| {
+        entry.slot.send_modify(|s| {
             if s.mode == Mode::Winfo {
                 return;
             }
@@ -334,7 +347,7 @@ impl Dialogs {
     pub fn offer_watchers(&self, presentity: &str, changed: &[WatcherEntry]) {
         let index = locks::lock(&self.index);
         for entry in index.dialogs_of(presentity) {
-            entry.signal.send_if_modified(|s| {
+            entry.slot.send_if_modified(|s| {
                 if s.mode != Mode::Winfo || changed.is_empty() {
                     return false;
                 }
@@ -372,7 +385,7 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.signal.send_if_modified(|s| {
+        entry.slot.send_if_modified(|s| {
             let changed = s.route != Some((protocol, remote));
             s.route = Some((protocol, remote));
             changed
@@ -387,7 +400,7 @@ impl Dialogs {
         let Some(entry) = index.dialogs.get(dialog_id) else {
             return false;
         };
-        entry.signal.send_modify(|s| {
+        entry.slot.send_modify(|s| {
             if s.end.is_none() {
                 s.end = Some(Arc::from(reason));
             }
@@ -412,7 +425,7 @@ impl Dialogs {
         index.heard = heard;
         let mut signalled = 0u32;
         for entry in index.dialogs_of(presentity) {
-            let changed = entry.signal.send_if_modified(|s| {
+            let changed = entry.slot.send_if_modified(|s| {
                 if version > s.version && s.mode == Mode::Presence {
                     s.version = version;
                     s.pidf = pidf.clone();
@@ -440,12 +453,14 @@ impl Dialogs {
             .dialogs
             .values()
             .filter_map(|entry| {
-                let signal = entry.signal.borrow();
-                if signal.end.is_some() {
+                let (ended, route, expires_at) = entry
+                    .slot
+                    .read(|s| (s.end.is_some(), s.route, s.expires_at));
+                if ended {
                     return None;
                 }
                 let mut record = DialogRecord::clone(&entry.record);
-                if let Some((protocol, remote)) = signal.route {
+                if let Some((protocol, remote)) = route {
                     record.transport = protocol.as_str().to_string();
                     record.remote_addr = remote.to_string();
                 }
@@ -453,7 +468,7 @@ impl Dialogs {
                 Some(HeldDialog {
                     presentity: entry.presentity.clone(),
                     record,
-                    expires_in: signal.expires_at.saturating_duration_since(now),
+                    expires_in: expires_at.saturating_duration_since(now),
                 })
             })
             .collect()
@@ -481,7 +496,7 @@ impl Dialogs {
             }
         }
         index.dialogs.get(dialog_id).is_some_and(|entry| {
-            entry.signal.send_if_modified(|s| {
+            entry.slot.send_if_modified(|s| {
                 let replace = if heard_since_mark {
                     version > s.version
                 } else {
@@ -500,6 +515,17 @@ impl Dialogs {
         })
     }
 
+    /// Starts the parked senders of dialogs past their expiry and grace,
+    /// which end them (their termination was never heard). Returns how many.
+    pub fn wake_overdue(&self) -> usize {
+        let now = Instant::now();
+        self.overdue
+            .take_due(now)
+            .iter()
+            .filter(|slot| slot.wake_if_overdue(now))
+            .count()
+    }
+
     /// Number of dialogs held.
     pub fn len(&self) -> usize {
         locks::lock(&self.index).dialogs.len()
@@ -512,7 +538,10 @@ impl Dialogs {
     pub(super) async fn remove(&self, dialog_id: &str) {
         let presentity = {
             let mut index = locks::lock(&self.index);
-            let presentity = index.dialogs.remove(dialog_id).map(|e| e.presentity);
+            let presentity = index.dialogs.remove(dialog_id).map(|e| {
+                self.overdue.unfile(&e.slot);
+                e.presentity
+            });
             if let Some(p) = &presentity {
                 if let Some(ids) = index.by_presentity.get_mut(p) {
                     ids.remove(dialog_id);

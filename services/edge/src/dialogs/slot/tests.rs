@@ -1,0 +1,105 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Inner, Overdue, Slot};
+use crate::dialogs::{Mode, Signal};
+use crate::packages::WatcherSnapshot;
+
+/// A slot with no sender (none is needed to file one).
+fn slot(expires_at: Instant) -> Arc<Slot> {
+    Arc::new(Slot {
+        inner: Mutex::new(Inner {
+            signal: Signal {
+                mode: Mode::Presence,
+                watchers: Arc::new(WatcherSnapshot {
+                    revision: 0,
+                    watchers: Vec::new(),
+                }),
+                ended: Arc::new(Vec::new()),
+                version: 1,
+                pidf: Arc::from(""),
+                trace: None,
+                changed_at_ms: 0,
+                offers: 0,
+                expires_at,
+                refreshes: 1,
+                end: None,
+                route: None,
+                resets: 0,
+                handed_over: false,
+            },
+            changes: 0,
+            parked: None,
+            running: None,
+            filing: None,
+        }),
+    })
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn a_dialog_is_due_once_its_expiry_and_grace_have_passed_and_is_taken_once() {
+    let overdue = Overdue::new();
+    let start = overdue.origin;
+    let early = slot(start + secs(30));
+    let late = slot(start + secs(90));
+    overdue.file(&early, start + secs(30));
+    overdue.file(&late, start + secs(90));
+    // Expiry 30 s, grace 10 s: not before 40 s.
+    assert!(overdue.take_due(start + secs(39)).is_empty());
+    let due = overdue.take_due(start + secs(41));
+    assert_eq!(due.len(), 1);
+    assert!(Arc::ptr_eq(&due[0], &early));
+    assert!(overdue.take_due(start + secs(42)).is_empty());
+    assert_eq!(overdue.len(), 1);
+    let due = overdue.take_due(start + secs(101));
+    assert!(due.len() == 1 && Arc::ptr_eq(&due[0], &late));
+    assert_eq!(overdue.len(), 0);
+}
+
+#[test]
+fn a_refresh_files_the_dialog_again_and_its_old_second_finds_nothing() {
+    let overdue = Overdue::new();
+    let start = overdue.origin;
+    let dialog = slot(start + secs(30));
+    overdue.file(&dialog, start + secs(30));
+    overdue.file(&dialog, start + secs(600));
+    assert_eq!(overdue.len(), 1, "one filing per dialog");
+    assert!(overdue.take_due(start + secs(60)).is_empty());
+    assert_eq!(overdue.take_due(start + secs(611)).len(), 1);
+}
+
+#[test]
+fn a_dialog_leaving_the_index_leaves_no_filing_and_a_dropped_one_is_never_returned() {
+    let overdue = Overdue::new();
+    let start = overdue.origin;
+    let unfiled = slot(start + secs(30));
+    overdue.file(&unfiled, start + secs(30));
+    overdue.unfile(&unfiled);
+    assert_eq!(overdue.len(), 0);
+    // Unfiling twice (a dialog ended after its sweep) is harmless.
+    overdue.unfile(&unfiled);
+
+    let dropped = slot(start + secs(30));
+    overdue.file(&dropped, start + secs(30));
+    drop(dropped);
+    assert!(overdue.take_due(start + secs(100)).is_empty());
+    assert_eq!(overdue.len(), 0);
+}
+
+#[test]
+fn a_sender_not_parked_or_not_yet_overdue_is_left_alone() {
+    let now = Instant::now();
+    // Nothing parked (a sender running): it ends an overdue dialog itself
+    // when it has nothing left to send.
+    let running = slot(now);
+    assert!(!running.wake_if_overdue(now + secs(60)));
+    // Not overdue (refreshed since it was filed).
+    let refreshed = slot(now + secs(60));
+    assert!(!refreshed.wake_if_overdue(now));
+}
