@@ -30,6 +30,7 @@
 //!   dialog's event package ([`crate::packages`]).
 
 pub mod channels;
+mod compact;
 pub mod notify;
 mod sender;
 mod slot;
@@ -39,7 +40,6 @@ pub use state::SourceSlot;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,17 +115,13 @@ struct Signal {
 }
 
 struct Entry {
-    presentity: String,
+    /// Shared with the index's `by_presentity` key and the sender.
+    presentity: Arc<str>,
     /// The dialog's signal, and its sender while idle.
     slot: Arc<slot::Slot>,
-    /// The dialog as activated (its route is in the signal), shared with
-    /// its sender until a route change makes the sender copy it.
-    record: Arc<DialogRecord>,
-    /// Last CSeq used for a NOTIFY, shared with the sender.
-    cseq: Arc<AtomicU32>,
-    /// What the watcher last acknowledged ([`Acknowledged`]), written by the
-    /// sender and read when the dialog is handed over.
-    acknowledged: Arc<AtomicU64>,
+    /// The dialog as activated (its route is in the signal), encoded;
+    /// shared with its sender.
+    record: Arc<compact::CompactRecord>,
     /// The dialog's place in its source's count, given back with the entry.
     _source: Arc<SourceSlot>,
 }
@@ -151,12 +147,13 @@ pub struct HeldDialog {
 
 #[derive(Default)]
 struct Index {
-    dialogs: HashMap<String, Entry>,
+    /// By dialog id (the key shared with `by_presentity`).
+    dialogs: HashMap<Arc<str>, Entry>,
     /// The ids of `dialogs` by presentity: a change is offered to its own
     /// dialogs without a scan of every dialog the edge holds (at 100,000
     /// dialogs and thousands of changes a second, the scan was the edge's
     /// bottleneck).
-    by_presentity: HashMap<String, HashSet<String>>,
+    by_presentity: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Per watched presentity: how many holders (dialogs and subscriptions
     /// being set up) and the latest state heard on its channel.
     watched: HashMap<String, Watched>,

@@ -3,13 +3,13 @@
 //! another, with what its package makes of the latest signal.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use contract::DialogRecord;
 use tokio::time::Instant;
 
+use super::compact::CompactRecord;
 use super::notify::{forget_subscription, send, Delivery, NotifyBody, NotifyState};
 use super::slot::{Parked, Slot};
 use super::{Mode, Signal};
@@ -55,13 +55,13 @@ impl Acknowledged {
 
 /// What one dialog's NOTIFY sender owns.
 pub(super) struct Sender {
-    /// Shared with the index entry; copied when the route changes.
-    pub(super) record: Arc<DialogRecord>,
-    pub(super) presentity: String,
+    /// Shared with the index entry; decoded while the sender runs.
+    pub(super) record: Arc<CompactRecord>,
+    /// The dialog's id, shared with the index.
+    pub(super) id: Arc<str>,
+    pub(super) presentity: Arc<str>,
     pub(super) protocol: Protocol,
     pub(super) remote: SocketAddr,
-    /// Last CSeq used; shared with the index (see [`Dialogs::held`]).
-    pub(super) cseq: Arc<AtomicU32>,
     pub(super) last_version: u64,
     /// `Signal::offers` when last looked at.
     pub(super) offers_seen: u64,
@@ -70,15 +70,9 @@ pub(super) struct Sender {
     pub(super) package: &'static dyn EventPackage,
     pub(super) notifier: Box<dyn Notifier>,
     pub(super) resets_seen: u64,
-    /// Shared with the index (see [`Acknowledged`]).
-    pub(super) acknowledged: Arc<AtomicU64>,
 }
 
 impl Sender {
-    fn next_cseq(&self) -> u32 {
-        self.cseq.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
-    }
-
     /// The body of the dialog's final NOTIFY, as its package says.
     fn final_body<'a>(&self, signal: &'a Signal, reason: &str) -> NotifyBody<'a> {
         let pending = signal.mode == Mode::Pending;
@@ -99,23 +93,37 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
         mut edge,
         sender: mut d,
     } = parked;
+    // Decoded for as long as this task runs; a parked sender holds only
+    // the compact form.
+    let mut record = match d.record.decode() {
+        Ok(mut record) => {
+            record.transport = d.protocol.as_str().to_string();
+            record.remote_addr = d.remote.to_string();
+            record
+        }
+        Err(e) => {
+            tracing::error!(dialog = %d.id, error = %e, "held dialog record unreadable; ending the subscription");
+            Box::pin(forget_subscription(&edge, &d.presentity, &d.id)).await;
+            Box::pin(edge.dialogs.remove(&d.id)).await;
+            return;
+        }
+    };
     loop {
         let (signal, seen) = slot.snapshot();
         if let Some((protocol, remote)) = signal.route {
             if (d.protocol, d.remote) != (protocol, remote) {
                 d.protocol = protocol;
                 d.remote = remote;
-                let record = Arc::make_mut(&mut d.record);
                 record.transport = protocol.as_str().to_string();
                 record.remote_addr = remote.to_string();
             }
         }
         if let Some(reason) = &signal.end {
-            let cseq = d.next_cseq();
+            let cseq = slot.next_cseq();
             let body = d.final_body(&signal, reason);
             let _ = Box::pin(send(
                 &edge,
-                &d.record,
+                &record,
                 d.protocol,
                 d.remote,
                 cseq,
@@ -166,11 +174,11 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
                 _ => NotifyState::Active(remaining),
             };
             let body = text.as_deref().map(|t| (d.package.content_type(), t));
-            let cseq = d.next_cseq();
+            let cseq = slot.next_cseq();
             let span = notify_span(signal.trace.as_deref());
             let outcome = tracing::Instrument::instrument(
                 Box::pin(send(
-                    &edge, &d.record, d.protocol, d.remote, cseq, state, body,
+                    &edge, &record, d.protocol, d.remote, cseq, state, body,
                 )),
                 span,
             )
@@ -178,20 +186,20 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
             match outcome {
                 Delivery::Delivered => {
                     d.last_version = signal.version;
-                    d.acknowledged.store(
+                    slot.acknowledged.store(
                         Acknowledged::pack(signal.mode, signal.version),
                         Ordering::SeqCst,
                     );
                     crate::metrics::notified(signal.changed_at_ms);
                 }
                 Delivery::Refused(status) => {
-                    tracing::info!(dialog = %d.record.id, status, "NOTIFY refused; state kept for the next change");
+                    tracing::info!(dialog = %d.id, status, "NOTIFY refused; state kept for the next change");
                     d.last_version = signal.version;
                 }
                 Delivery::Gone(why) => {
                     // RFC 6665 §4.2.2: a 481 or a timeout ends the subscription.
-                    tracing::info!(dialog = %d.record.id, presentity = %d.presentity, %why, "watcher gone; ending subscription");
-                    Box::pin(forget_subscription(&edge, &d.presentity, &d.record.id)).await;
+                    tracing::info!(dialog = %d.id, presentity = %d.presentity, %why, "watcher gone; ending subscription");
+                    Box::pin(forget_subscription(&edge, &d.presentity, &d.id)).await;
                     break;
                 }
             }
@@ -203,12 +211,12 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
         if Instant::now() >= signal.expires_at + EXPIRY_GRACE {
             // The presence service should have ended it by now; do it here
             // so no dialog outlives its subscription.
-            tracing::info!(dialog = %d.record.id, "subscription expired without a termination; ending it");
-            let cseq = d.next_cseq();
+            tracing::info!(dialog = %d.id, "subscription expired without a termination; ending it");
+            let cseq = slot.next_cseq();
             let body = d.final_body(&signal, "timeout");
             let _ = Box::pin(send(
                 &edge,
-                &d.record,
+                &record,
                 d.protocol,
                 d.remote,
                 cseq,
@@ -216,7 +224,7 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
                 body,
             ))
             .await;
-            Box::pin(forget_subscription(&edge, &d.presentity, &d.record.id)).await;
+            Box::pin(forget_subscription(&edge, &d.presentity, &d.id)).await;
             break;
         }
         match slot.park(seen, Parked { edge, sender: d }) {
@@ -229,7 +237,7 @@ pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
             }
         }
     }
-    Box::pin(edge.dialogs.remove(&d.record.id)).await;
+    Box::pin(edge.dialogs.remove(&d.id)).await;
 }
 
 /// The span of one NOTIFY, linked to the change that caused it (when traces

@@ -19,7 +19,7 @@
 //! on with the newer signal.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::task::JoinHandle;
@@ -51,15 +51,26 @@ struct Inner {
     filing: Option<Filing>,
 }
 
-/// One dialog's signal and sender (see the module documentation).
+/// One dialog's signal and sender (see the module documentation), and what
+/// the index reads of the sender without waking it.
 pub(super) struct Slot {
     inner: Mutex<Inner>,
+    /// Last CSeq used for a NOTIFY (read when the dialog's record is
+    /// restored, see [`super::Dialogs::held`]).
+    pub(super) cseq: AtomicU32,
+    /// What the watcher last acknowledged ([`super::sender::Acknowledged`]), written by
+    /// the sender and read when the dialog is handed over.
+    pub(super) acknowledged: AtomicU64,
 }
 
 impl Slot {
     /// A slot whose sender starts at once, with `signal`'s state to tell.
-    pub(super) fn start(signal: Signal, parked: Parked) -> Arc<Slot> {
+    /// `cseq` is the last CSeq used, `acknowledged` an [`super::sender::Acknowledged`]
+    /// word.
+    pub(super) fn start(signal: Signal, parked: Parked, cseq: u32, acknowledged: u64) -> Arc<Slot> {
         let slot = Arc::new(Slot {
+            cseq: AtomicU32::new(cseq),
+            acknowledged: AtomicU64::new(acknowledged),
             inner: Mutex::new(Inner {
                 signal,
                 changes: 0,
@@ -128,6 +139,11 @@ impl Slot {
         // Dropping its own handle detaches the task, which ends now.
         inner.running = None;
         Ok(())
+    }
+
+    /// The next CSeq of a NOTIFY of the dialog.
+    pub(super) fn next_cseq(&self) -> u32 {
+        self.cseq.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
     }
 
     /// The running sender's task, if any (a dialog being handed over).

@@ -5,14 +5,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract::{DialogRecord, WatcherEntry};
+use contract::WatcherEntry;
 use store::FeedControl;
 use tokio::time::Instant;
 
+use super::compact::CompactRecord;
 use super::sender::{Acknowledged, Sender};
 use super::slot::{Overdue, Parked, Slot};
 use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
@@ -94,6 +95,26 @@ impl Drop for SourceSlot {
     }
 }
 
+/// The empty watcher list, shared by every dialog that has none (all but
+/// `presence.winfo` dialogs): copied on the first change.
+fn no_watchers() -> Arc<WatcherSnapshot> {
+    static EMPTY: std::sync::OnceLock<Arc<WatcherSnapshot>> = std::sync::OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            Arc::new(WatcherSnapshot {
+                revision: 0,
+                watchers: Vec::new(),
+            })
+        })
+        .clone()
+}
+
+/// No ended watchers, shared the same way.
+fn no_ended_watchers() -> Arc<Vec<WatcherEntry>> {
+    static EMPTY: std::sync::OnceLock<Arc<Vec<WatcherEntry>>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(Vec::new())).clone()
+}
+
 impl Index {
     /// The dialogs watching `presentity`.
     fn dialogs_of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = &'a Entry> + 'a {
@@ -162,11 +183,15 @@ impl Dialogs {
         };
         let signal = Signal {
             mode: dialog.mode,
-            watchers: Arc::new(WatcherSnapshot {
-                revision: 0,
-                watchers: dialog.watchers,
-            }),
-            ended: Arc::new(Vec::new()),
+            watchers: if dialog.watchers.is_empty() {
+                no_watchers()
+            } else {
+                Arc::new(WatcherSnapshot {
+                    revision: 0,
+                    watchers: dialog.watchers,
+                })
+            },
+            ended: no_ended_watchers(),
             version,
             pidf,
             trace: None,
@@ -180,37 +205,46 @@ impl Dialogs {
             handed_over: false,
         };
         let id = dialog.record.id.clone();
-        let cseq = Arc::new(AtomicU32::new(dialog.first_cseq));
         let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
-        let acknowledged_word = Arc::new(AtomicU64::new(if acknowledged {
+        let acknowledged_word = if acknowledged {
             Acknowledged::pack(dialog.mode, dialog.version)
         } else {
             0
-        }));
+        };
         let mut record = dialog.record;
         record.transport = dialog.protocol.as_str().to_string();
         record.remote_addr = dialog.remote.to_string();
-        let record = Arc::new(record);
+        let package = packages::of(&record);
+        let record = Arc::new(CompactRecord::new(&record));
+        // One copy of the dialog id and of the presentity, shared by the
+        // index, the presentity's dialog set and the sender.
+        let id: Arc<str> = Arc::from(id);
+        let presentity: Arc<str> = match index
+            .by_presentity
+            .get_key_value(dialog.presentity.as_str())
+        {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(dialog.presentity),
+        };
         index
             .by_presentity
-            .entry(dialog.presentity.clone())
+            .entry(presentity.clone())
             .or_default()
             .insert(id.clone());
         let sender = Sender {
             record: record.clone(),
-            presentity: dialog.presentity.clone(),
+            id: id.clone(),
+            presentity: presentity.clone(),
             protocol: dialog.protocol,
             remote: dialog.remote,
-            cseq: cseq.clone(),
             // A handed-over dialog's watcher has this state already; only
             // something newer is due.
             last_version: if acknowledged { dialog.version } else { 0 },
             offers_seen: 0,
             refreshes_seen: u64::from(acknowledged),
-            package: packages::of(&record),
-            notifier: packages::of(&record).notifier(),
+            package,
+            notifier: package.notifier(),
             resets_seen: 0,
-            acknowledged: acknowledged_word.clone(),
         };
         // Started under the index lock: the sender cannot look the dialog
         // up before it is inserted.
@@ -220,16 +254,16 @@ impl Dialogs {
                 edge: edge.clone(),
                 sender,
             },
+            dialog.first_cseq,
+            acknowledged_word,
         );
         self.overdue.file(&slot, expires_at);
         let replaced = index.dialogs.insert(
             id,
             Entry {
-                presentity: dialog.presentity,
+                presentity,
                 slot,
                 record,
-                cseq,
-                acknowledged: acknowledged_word,
                 _source: source_slot,
             },
         );
@@ -244,7 +278,7 @@ impl Dialogs {
     /// what each watcher last acknowledged, for the edge that continues
     /// the dialog; dialogs that were ending are left out.
     pub async fn hand_over(&self, wait: Duration) -> Vec<GivenUp> {
-        let entries: Vec<(String, Entry)> = {
+        let entries: Vec<(Arc<str>, Entry)> = {
             let mut index = locks::lock(&self.index);
             index.by_presentity.clear();
             index.dialogs.drain().collect()
@@ -266,9 +300,9 @@ impl Dialogs {
                 continue;
             }
             given_up.push(GivenUp {
-                presentity: entry.presentity,
-                dialog_id,
-                acknowledged: Acknowledged::unpack(entry.acknowledged.load(Ordering::SeqCst)),
+                presentity: entry.presentity.to_string(),
+                dialog_id: dialog_id.to_string(),
+                acknowledged: Acknowledged::unpack(entry.slot.acknowledged.load(Ordering::SeqCst)),
             });
         }
         given_up
@@ -277,7 +311,10 @@ impl Dialogs {
     /// The presentity a dialog of this edge watches.
     pub fn presentity_of(&self, dialog_id: &str) -> Option<String> {
         let index = locks::lock(&self.index);
-        index.dialogs.get(dialog_id).map(|e| e.presentity.clone())
+        index
+            .dialogs
+            .get(dialog_id)
+            .map(|e| e.presentity.to_string())
     }
 
     /// A refresh was accepted: new expiry, and a NOTIFY with `version`'s
@@ -289,7 +326,7 @@ impl Dialogs {
         };
         // A state read now counts as heard now (see `reset`).
         let heard = index.heard + 1;
-        if let Some(w) = index.watched.get_mut(&presentity) {
+        if let Some(w) = index.watched.get_mut(&*presentity) {
             w.heard_at = heard;
             index.heard = heard;
         }
@@ -319,7 +356,7 @@ impl Dialogs {
         };
         let latest = index
             .watched
-            .get(&entry.presentity)
+            .get(&*entry.presentity)
             .and_then(|w| w.latest.clone());
         entry.slot.send_modify(|s| {
             if s.mode == Mode::Winfo {
@@ -459,14 +496,20 @@ impl Dialogs {
                 if ended {
                     return None;
                 }
-                let mut record = DialogRecord::clone(&entry.record);
+                let mut record = match entry.record.decode() {
+                    Ok(record) => record,
+                    Err(e) => {
+                        tracing::error!(presentity = %entry.presentity, error = %e, "held dialog record unreadable; not restored");
+                        return None;
+                    }
+                };
                 if let Some((protocol, remote)) = route {
                     record.transport = protocol.as_str().to_string();
                     record.remote_addr = remote.to_string();
                 }
-                record.notify_cseq = entry.cseq.load(Ordering::SeqCst);
+                record.notify_cseq = entry.slot.cseq.load(Ordering::SeqCst);
                 Some(HeldDialog {
-                    presentity: entry.presentity.clone(),
+                    presentity: entry.presentity.to_string(),
                     record,
                     expires_in: expires_at.saturating_duration_since(now),
                 })
@@ -488,7 +531,7 @@ impl Dialogs {
         };
         let pidf: Arc<str> = Arc::from(pidf);
         let mut heard_since_mark = false;
-        if let Some(w) = index.watched.get_mut(&presentity) {
+        if let Some(w) = index.watched.get_mut(&*presentity) {
             heard_since_mark = w.heard_at > mark;
             // Later announcements are compared with the state as it is now.
             if !heard_since_mark && w.latest.as_ref().is_some_and(|(v, _)| *v > version) {

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use crate::packages::WatcherSnapshot;
 /// A slot with no sender (none is needed to file one).
 fn slot(expires_at: Instant) -> Arc<Slot> {
     Arc::new(Slot {
+        cseq: AtomicU32::new(0),
+        acknowledged: AtomicU64::new(0),
         inner: Mutex::new(Inner {
             signal: Signal {
                 mode: Mode::Presence,
