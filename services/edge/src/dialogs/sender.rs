@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use contract::DialogRecord;
 use tokio::time::Instant;
 
 use super::compact::CompactRecord;
@@ -88,14 +89,25 @@ impl Sender {
 ///
 /// The NOTIFY sends and the clean-up are boxed: the task is sized for its
 /// largest state only while it runs.
-pub(super) async fn run_sender(slot: Arc<Slot>, parked: Parked) {
+///
+/// `at_hand` is the dialog's record when the caller has it decoded already
+/// (the dialog's first run); otherwise it is decoded here.
+pub(super) async fn run_sender(
+    slot: Arc<Slot>,
+    parked: Parked,
+    at_hand: Option<Box<DialogRecord>>,
+) {
     let Parked {
         mut edge,
         sender: mut d,
     } = parked;
     // Decoded for as long as this task runs; a parked sender holds only
     // the compact form.
-    let mut record = match d.record.decode() {
+    let decoded = match at_hand {
+        Some(record) => Ok(*record),
+        None => d.record.decode(),
+    };
+    let mut record = match decoded {
         Ok(mut record) => {
             record.transport = d.protocol.as_str().to_string();
             record.remote_addr = d.remote.to_string();

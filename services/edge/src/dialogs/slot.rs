@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use contract::DialogRecord;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -66,8 +67,15 @@ pub(super) struct Slot {
 impl Slot {
     /// A slot whose sender starts at once, with `signal`'s state to tell.
     /// `cseq` is the last CSeq used, `acknowledged` an [`super::sender::Acknowledged`]
-    /// word.
-    pub(super) fn start(signal: Signal, parked: Parked, cseq: u32, acknowledged: u64) -> Arc<Slot> {
+    /// word; `record` is the dialog's record, handed to the first run so it
+    /// need not decode what was just encoded.
+    pub(super) fn start(
+        signal: Signal,
+        parked: Parked,
+        cseq: u32,
+        acknowledged: u64,
+        record: Box<DialogRecord>,
+    ) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             cseq: AtomicU32::new(cseq),
             acknowledged: AtomicU64::new(acknowledged),
@@ -81,15 +89,20 @@ impl Slot {
         });
         {
             let mut inner = locks::lock(&slot.inner);
-            Self::run(&slot, &mut inner, parked);
+            Self::run(&slot, &mut inner, parked, Some(record));
         }
         slot
     }
 
     /// Starts the sender's task; called under the slot's lock, so the task
     /// cannot park before its handle is recorded.
-    fn run(slot: &Arc<Slot>, inner: &mut Inner, parked: Parked) {
-        inner.running = Some(tokio::spawn(run_sender(slot.clone(), parked)));
+    fn run(
+        slot: &Arc<Slot>,
+        inner: &mut Inner,
+        parked: Parked,
+        at_hand: Option<Box<DialogRecord>>,
+    ) {
+        inner.running = Some(tokio::spawn(run_sender(slot.clone(), parked, at_hand)));
     }
 
     /// Changes the signal; a parked sender is started.
@@ -112,7 +125,7 @@ impl Slot {
         }
         inner.changes += 1;
         if let Some(parked) = inner.parked.take() {
-            Self::run(self, &mut inner, parked);
+            Self::run(self, &mut inner, parked, None);
         }
         true
     }
@@ -159,7 +172,7 @@ impl Slot {
             return false;
         }
         if let Some(parked) = inner.parked.take() {
-            Self::run(self, &mut inner, parked);
+            Self::run(self, &mut inner, parked, None);
         }
         true
     }

@@ -215,7 +215,8 @@ impl Dialogs {
         record.transport = dialog.protocol.as_str().to_string();
         record.remote_addr = dialog.remote.to_string();
         let package = packages::of(&record);
-        let record = Arc::new(CompactRecord::new(&record));
+        let plain = Box::new(record);
+        let record = Arc::new(CompactRecord::new(&plain));
         // One copy of the dialog id and of the presentity, shared by the
         // index, the presentity's dialog set and the sender.
         let id: Arc<str> = Arc::from(id);
@@ -256,6 +257,7 @@ impl Dialogs {
             },
             dialog.first_cseq,
             acknowledged_word,
+            plain,
         );
         self.overdue.file(&slot, expires_at);
         let replaced = index.dialogs.insert(
