@@ -115,6 +115,42 @@ fn no_ended_watchers() -> Arc<Vec<WatcherEntry>> {
     EMPTY.get_or_init(|| Arc::new(Vec::new())).clone()
 }
 
+impl Signal {
+    /// A new dialog's signal: its state, its watchers (winfo), its expiry
+    /// and one refresh, so that its first NOTIFY is due.
+    pub(super) fn first(
+        mode: Mode,
+        watchers: Vec<WatcherEntry>,
+        version: u64,
+        pidf: Arc<str>,
+        expires_at: Instant,
+    ) -> Signal {
+        Signal {
+            mode,
+            watchers: if watchers.is_empty() {
+                no_watchers()
+            } else {
+                Arc::new(WatcherSnapshot {
+                    revision: 0,
+                    watchers,
+                })
+            },
+            ended: no_ended_watchers(),
+            version,
+            pidf,
+            trace: None,
+            changed_at_ms: 0,
+            offers: 0,
+            expires_at,
+            refreshes: 1,
+            end: None,
+            route: None,
+            resets: 0,
+            handed_over: false,
+        }
+    }
+}
+
 impl Index {
     /// The dialogs watching `presentity`.
     fn dialogs_of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = &'a Entry> + 'a {
@@ -181,29 +217,7 @@ impl Dialogs {
             Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
             _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
         };
-        let signal = Signal {
-            mode: dialog.mode,
-            watchers: if dialog.watchers.is_empty() {
-                no_watchers()
-            } else {
-                Arc::new(WatcherSnapshot {
-                    revision: 0,
-                    watchers: dialog.watchers,
-                })
-            },
-            ended: no_ended_watchers(),
-            version,
-            pidf,
-            trace: None,
-            changed_at_ms: 0,
-            offers: 0,
-            expires_at,
-            refreshes: 1,
-            end: None,
-            route: None,
-            resets: 0,
-            handed_over: false,
-        };
+        let signal = Signal::first(dialog.mode, dialog.watchers, version, pidf, expires_at);
         let id = dialog.record.id.clone();
         let acknowledged = acknowledged && dialog.mode != Mode::Winfo;
         let acknowledged_word = if acknowledged {

@@ -6,7 +6,6 @@ use tokio::time::Instant;
 
 use super::{Inner, Overdue, Slot};
 use crate::dialogs::{Mode, Signal};
-use crate::packages::WatcherSnapshot;
 
 /// A slot with no sender (none is needed to file one).
 fn slot(expires_at: Instant) -> Arc<Slot> {
@@ -14,31 +13,20 @@ fn slot(expires_at: Instant) -> Arc<Slot> {
         cseq: AtomicU32::new(0),
         acknowledged: AtomicU64::new(0),
         inner: Mutex::new(Inner {
-            signal: Signal {
-                mode: Mode::Presence,
-                watchers: Arc::new(WatcherSnapshot {
-                    revision: 0,
-                    watchers: Vec::new(),
-                }),
-                ended: Arc::new(Vec::new()),
-                version: 1,
-                pidf: Arc::from(""),
-                trace: None,
-                changed_at_ms: 0,
-                offers: 0,
-                expires_at,
-                refreshes: 1,
-                end: None,
-                route: None,
-                resets: 0,
-                handed_over: false,
-            },
+            signal: Signal::first(Mode::Presence, Vec::new(), 1, Arc::from(""), expires_at),
             changes: 0,
             parked: None,
             running: None,
             filing: None,
         }),
     })
+}
+
+/// A slot filed as a dialog expiring at `expires_at` is.
+fn filed(overdue: &Overdue, expires_at: Instant) -> Arc<Slot> {
+    let slot = slot(expires_at);
+    overdue.file(&slot, expires_at);
+    slot
 }
 
 fn secs(n: u64) -> Duration {
@@ -49,10 +37,8 @@ fn secs(n: u64) -> Duration {
 fn a_dialog_is_due_once_its_expiry_and_grace_have_passed_and_is_taken_once() {
     let overdue = Overdue::new();
     let start = overdue.origin;
-    let early = slot(start + secs(30));
-    let late = slot(start + secs(90));
-    overdue.file(&early, start + secs(30));
-    overdue.file(&late, start + secs(90));
+    let early = filed(&overdue, start + secs(30));
+    let late = filed(&overdue, start + secs(90));
     // Expiry 30 s, grace 10 s: not before 40 s.
     assert!(overdue.take_due(start + secs(39)).is_empty());
     let due = overdue.take_due(start + secs(41));
@@ -69,8 +55,7 @@ fn a_dialog_is_due_once_its_expiry_and_grace_have_passed_and_is_taken_once() {
 fn a_refresh_files_the_dialog_again_and_its_old_second_finds_nothing() {
     let overdue = Overdue::new();
     let start = overdue.origin;
-    let dialog = slot(start + secs(30));
-    overdue.file(&dialog, start + secs(30));
+    let dialog = filed(&overdue, start + secs(30));
     overdue.file(&dialog, start + secs(600));
     assert_eq!(overdue.len(), 1, "one filing per dialog");
     assert!(overdue.take_due(start + secs(60)).is_empty());
@@ -81,15 +66,13 @@ fn a_refresh_files_the_dialog_again_and_its_old_second_finds_nothing() {
 fn a_dialog_leaving_the_index_leaves_no_filing_and_a_dropped_one_is_never_returned() {
     let overdue = Overdue::new();
     let start = overdue.origin;
-    let unfiled = slot(start + secs(30));
-    overdue.file(&unfiled, start + secs(30));
+    let unfiled = filed(&overdue, start + secs(30));
     overdue.unfile(&unfiled);
     assert_eq!(overdue.len(), 0);
     // Unfiling twice (a dialog ended after its sweep) is harmless.
     overdue.unfile(&unfiled);
 
-    let dropped = slot(start + secs(30));
-    overdue.file(&dropped, start + secs(30));
+    let dropped = filed(&overdue, start + secs(30));
     drop(dropped);
     assert!(overdue.take_due(start + secs(100)).is_empty());
     assert_eq!(overdue.len(), 0);
