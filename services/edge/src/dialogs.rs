@@ -25,7 +25,8 @@
 //! * `state` — the dialog index and what changes a dialog's state.
 //! * `sender` — each dialog's NOTIFY sender.
 //! * `slot` — a dialog's latest signal, and its sender while idle: an idle
-//!   dialog holds no task.
+//!   dialog holds no task; the schedule of dialogs by when they are overdue.
+//! * `compact` — a held dialog's record, kept encoded between NOTIFYs.
 //! * [`notify`] — building and sending one NOTIFY; the body comes from the
 //!   dialog's event package ([`crate::packages`]).
 
