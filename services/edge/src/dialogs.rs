@@ -168,6 +168,10 @@ struct Watched {
     latest: Option<(u64, Arc<str>)>,
     /// The value of `Index::heard` when `latest` was heard.
     heard_at: u64,
+    /// The document the last dialog of this presentity started with,
+    /// shared with the next ones that start with the same text (see
+    /// [`Watched::share`]).
+    started_with: Option<Arc<str>>,
 }
 
 /// A dialog ready to start: what the SUBSCRIBE handler learned.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::compact::CompactRecord;
 use super::sender::{Acknowledged, Sender};
 use super::slot::{Overdue, Parked, Slot};
-use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal};
+use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal, Watched};
 use crate::packages::{self, WatcherSnapshot};
 use crate::transport::{Protocol, SourceKey};
 use crate::Edge;
@@ -151,6 +151,25 @@ impl Signal {
     }
 }
 
+impl Watched {
+    /// `pidf` as a string shared by every dialog of the presentity that
+    /// starts with the same text: the latest state heard, or the document
+    /// the previous dialog started with. A buddy list's 200 watchers of one
+    /// presentity hold one copy of its document instead of 200 until its
+    /// next change (which they share anyway).
+    fn share(&mut self, pidf: &str) -> Arc<str> {
+        if let Some((_, latest)) = self.latest.as_ref().filter(|(_, p)| **p == *pidf) {
+            return latest.clone();
+        }
+        if let Some(started) = self.started_with.as_ref().filter(|p| ***p == *pidf) {
+            return started.clone();
+        }
+        let fresh: Arc<str> = Arc::from(pidf);
+        self.started_with = Some(fresh.clone());
+        fresh
+    }
+}
+
 impl Index {
     /// The dialogs watching `presentity`.
     fn dialogs_of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = &'a Entry> + 'a {
@@ -215,7 +234,10 @@ impl Dialogs {
             .and_then(|w| w.latest.clone());
         let (version, pidf) = match latest {
             Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
-            _ => (dialog.version, Arc::from(dialog.pidf.as_str())),
+            _ => match index.watched.get_mut(&dialog.presentity) {
+                Some(watched) => (dialog.version, watched.share(&dialog.pidf)),
+                None => (dialog.version, Arc::from(dialog.pidf.as_str())),
+            },
         };
         let signal = Signal::first(dialog.mode, dialog.watchers, version, pidf, expires_at);
         let id = dialog.record.id.clone();

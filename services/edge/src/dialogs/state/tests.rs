@@ -1,6 +1,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::super::Watched;
 use super::SourceCounts;
 use crate::transport::SourceKey;
 
@@ -44,4 +45,26 @@ fn no_cap_and_empty_sources_leave_the_table() {
     assert_eq!(counts.held(key("192.0.2.1")), 100);
     drop(slots);
     assert!(locks::lock(&counts.table).is_empty());
+}
+
+#[test]
+fn dialogs_starting_with_the_same_document_share_one_copy() {
+    let mut watched = Watched::default();
+    let first = watched.share("<presence>open</presence>");
+    let second = watched.share("<presence>open</presence>");
+    assert!(Arc::ptr_eq(&first, &second));
+    // Another document is a copy of its own, and then the one shared.
+    let closed = watched.share("<presence>closed</presence>");
+    assert_eq!(&*closed, "<presence>closed</presence>");
+    assert!(Arc::ptr_eq(
+        &closed,
+        &watched.share("<presence>closed</presence>")
+    ));
+    // The latest state heard is shared when it is the same text.
+    let heard: Arc<str> = Arc::from("<presence>busy</presence>");
+    watched.latest = Some((7, heard.clone()));
+    assert!(Arc::ptr_eq(
+        &heard,
+        &watched.share("<presence>busy</presence>")
+    ));
 }
