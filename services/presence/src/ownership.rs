@@ -416,6 +416,24 @@ mod tests {
 
     const T0: u64 = 1_000_000_000;
 
+    /// A watcher that acknowledged `version` of an active, unmasked dialog.
+    fn acknowledged(version: u64) -> Notified {
+        Notified {
+            status: SubscriptionStatus::Active,
+            masked: false,
+            version,
+        }
+    }
+
+    /// Alice's dialog `id`, handed over with what its watcher has.
+    fn given_up(id: &str, notified: Notified) -> HandedOver {
+        HandedOver {
+            presentity: "alice@example.com".into(),
+            dialog_id: id.into(),
+            notified,
+        }
+    }
+
     async fn setup() -> (Ownership, Subscriptions) {
         let compositor = Compositor::new(
             Arc::new(store::memory::MemoryBackend::new()),
@@ -494,16 +512,8 @@ mod tests {
     #[tokio::test]
     async fn a_hand_over_tells_the_next_owner_what_each_watcher_has() {
         let (ownership, _) = setup().await;
-        let notified = Notified {
-            status: SubscriptionStatus::Active,
-            masked: false,
-            version: 42,
-        };
-        let given_up = |id: &str| HandedOver {
-            presentity: "alice@example.com".into(),
-            dialog_id: id.into(),
-            notified,
-        };
+        let notified = acknowledged(42);
+        let given_up = |id: &str| given_up(id, notified);
         // d3 is edge-b's and d9 nobody's: only d1 is edge-a's to hand over.
         let written = ownership
             .hand_over(
@@ -572,16 +582,8 @@ mod tests {
             .map_put(&legacy, &member, Bytes::new())
             .await
             .unwrap();
-        let notified = Notified {
-            status: SubscriptionStatus::Active,
-            masked: false,
-            version: 5,
-        };
-        let given_up = |id: &str| HandedOver {
-            presentity: "alice@example.com".into(),
-            dialog_id: id.into(),
-            notified,
-        };
+        let notified = acknowledged(5);
+        let given_up = |id: &str| given_up(id, notified);
         // The old entry is found for the hand-over as well as the new ones.
         let written = ownership
             .hand_over("edge-a", vec![given_up("d9"), given_up("d1")])
