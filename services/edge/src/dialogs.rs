@@ -148,22 +148,22 @@ pub struct HeldDialog {
 
 #[derive(Default)]
 struct Index {
-    /// By dialog id (the key shared with `by_presentity`).
+    /// By dialog id (the key shared with the presentity's [`DialogIds`]).
     dialogs: HashMap<Arc<str>, Entry>,
-    /// The ids of `dialogs` by presentity: a change is offered to its own
-    /// dialogs without a scan of every dialog the edge holds (at 100,000
-    /// dialogs and thousands of changes a second, the scan was the edge's
-    /// bottleneck).
-    by_presentity: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    /// Per watched presentity: how many holders (dialogs and subscriptions
-    /// being set up) and the latest state heard on its channel.
-    watched: HashMap<String, Watched>,
+    /// Per presentity this edge hears or holds dialogs of: its channel's
+    /// holders, the latest state heard there, and its dialogs. One entry
+    /// (and one copy of the name, shared with the dialogs) serves both
+    /// jobs: at 100,000 dialogs each watching a presentity of its own, two
+    /// maps cost about 200 bytes more per dialog (`bench/heap.sh`).
+    presentities: HashMap<Arc<str>, Watched>,
     /// Counts the states heard on channels; see [`Dialogs::mark`].
     heard: u64,
 }
 
 #[derive(Default)]
 struct Watched {
+    /// Holders of the channel watch: dialogs and subscriptions being set
+    /// up. The channel is heard while this is above zero.
     holders: usize,
     latest: Option<(u64, Arc<str>)>,
     /// The value of `Index::heard` when `latest` was heard.
@@ -172,6 +172,64 @@ struct Watched {
     /// shared with the next ones that start with the same text (see
     /// [`Watched::share`]).
     started_with: Option<Arc<str>>,
+    /// The ids of this presentity's dialogs in `Index::dialogs`: a change
+    /// is offered to its own dialogs without a scan of every dialog the
+    /// edge holds (at 100,000 dialogs and thousands of changes a second,
+    /// the scan was the edge's bottleneck).
+    dialogs: DialogIds,
+}
+
+/// A presentity's dialog ids. Most presentities an edge hears have one
+/// watcher there, which needs no set of its own (a set's table is an
+/// allocation of its own, 100 bytes or so with its first buckets).
+#[derive(Default)]
+enum DialogIds {
+    #[default]
+    None,
+    One(Arc<str>),
+    Many(Box<HashSet<Arc<str>>>),
+}
+
+impl DialogIds {
+    fn insert(&mut self, id: Arc<str>) {
+        match self {
+            DialogIds::None => *self = DialogIds::One(id),
+            DialogIds::One(first) if *first == id => {}
+            DialogIds::One(first) => {
+                let set = HashSet::from([first.clone(), id]);
+                *self = DialogIds::Many(Box::new(set));
+            }
+            DialogIds::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        match self {
+            DialogIds::One(only) if **only == *id => *self = DialogIds::None,
+            DialogIds::Many(set) => {
+                set.remove(id);
+                if set.is_empty() {
+                    *self = DialogIds::None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, DialogIds::None)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        let (one, many) = match self {
+            DialogIds::None => (None, None),
+            DialogIds::One(id) => (Some(id), None),
+            DialogIds::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 /// A dialog ready to start: what the SUBSCRIBE handler learned.

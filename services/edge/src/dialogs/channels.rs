@@ -3,7 +3,9 @@
 //! remembers the latest state heard there, so a dialog starting late still
 //! starts from it.
 
-use super::Dialogs;
+use std::sync::Arc;
+
+use super::{Dialogs, Watched};
 
 impl Dialogs {
     /// Starts hearing `presentity`'s channel (if not already) on behalf of
@@ -12,9 +14,18 @@ impl Dialogs {
     pub async fn hold(&self, presentity: &str) -> Result<(), store::StoreError> {
         let first = {
             let mut index = locks::lock(&self.index);
-            let w = index.watched.entry(presentity.to_string()).or_default();
-            w.holders += 1;
-            w.holders == 1
+            if !index.presentities.contains_key(presentity) {
+                index
+                    .presentities
+                    .insert(Arc::from(presentity), Watched::default());
+            }
+            match index.presentities.get_mut(presentity) {
+                Some(w) => {
+                    w.holders += 1;
+                    w.holders == 1
+                }
+                None => false,
+            }
         };
         if first {
             if let Err(e) = self.feed.watch(presentity).await {
@@ -29,16 +40,27 @@ impl Dialogs {
     pub async fn release(&self, presentity: &str) {
         let last = {
             let mut index = locks::lock(&self.index);
-            match index.watched.get_mut(presentity) {
+            match index.presentities.get_mut(presentity) {
                 Some(w) if w.holders > 1 => {
                     w.holders -= 1;
                     false
                 }
-                Some(_) => {
-                    index.watched.remove(presentity);
+                Some(w) if w.holders == 1 => {
+                    // What was heard is forgotten with the channel. Dialogs
+                    // left without a holder (none should be: each holds
+                    // the channel until it is removed) keep their ids.
+                    if w.dialogs.is_empty() {
+                        index.presentities.remove(presentity);
+                    } else {
+                        let dialogs = std::mem::take(&mut w.dialogs);
+                        *w = Watched {
+                            dialogs,
+                            ..Watched::default()
+                        };
+                    }
                     true
                 }
-                None => false,
+                _ => false,
             }
         };
         if last {
@@ -56,6 +78,11 @@ impl Dialogs {
 
     /// Presentities this edge hears (for resynchronisation after a gap).
     pub fn watched(&self) -> Vec<String> {
-        locks::lock(&self.index).watched.keys().cloned().collect()
+        locks::lock(&self.index)
+            .presentities
+            .iter()
+            .filter(|(_, w)| w.holders > 0)
+            .map(|(presentity, _)| presentity.to_string())
+            .collect()
     }
 }

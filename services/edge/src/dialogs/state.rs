@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use super::compact::CompactRecord;
 use super::sender::{Acknowledged, Sender};
 use super::slot::{Overdue, Parked, Slot};
-use super::{Change, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal, Watched};
+use super::{
+    Change, DialogIds, Dialogs, Entry, GivenUp, HeldDialog, Index, Mode, NewDialog, Signal, Watched,
+};
 use crate::packages::{self, WatcherSnapshot};
 use crate::transport::{Protocol, SourceKey};
 use crate::Edge;
@@ -173,10 +175,10 @@ impl Watched {
 impl Index {
     /// The dialogs watching `presentity`.
     fn dialogs_of<'a>(&'a self, presentity: &str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.by_presentity
+        self.presentities
             .get(presentity)
             .into_iter()
-            .flatten()
+            .flat_map(|w| w.dialogs.iter())
             .filter_map(|id| self.dialogs.get(id))
     }
 }
@@ -229,12 +231,12 @@ impl Dialogs {
         // Something newer may have been heard while the subscription was
         // being set up.
         let latest = index
-            .watched
-            .get(&dialog.presentity)
+            .presentities
+            .get(dialog.presentity.as_str())
             .and_then(|w| w.latest.clone());
         let (version, pidf) = match latest {
             Some((v, p)) if v > dialog.version && dialog.mode == Mode::Presence => (v, p),
-            _ => match index.watched.get_mut(&dialog.presentity) {
+            _ => match index.presentities.get_mut(dialog.presentity.as_str()) {
                 Some(watched) => (dialog.version, watched.share(&dialog.pidf)),
                 None => (dialog.version, Arc::from(dialog.pidf.as_str())),
             },
@@ -256,17 +258,16 @@ impl Dialogs {
         // One copy of the dialog id and of the presentity, shared by the
         // index, the presentity's dialog set and the sender.
         let id: Arc<str> = Arc::from(id);
-        let presentity: Arc<str> = match index
-            .by_presentity
-            .get_key_value(dialog.presentity.as_str())
-        {
-            Some((known, _)) => known.clone(),
-            None => Arc::from(dialog.presentity),
-        };
+        let presentity: Arc<str> =
+            match index.presentities.get_key_value(dialog.presentity.as_str()) {
+                Some((known, _)) => known.clone(),
+                None => Arc::from(dialog.presentity),
+            };
         index
-            .by_presentity
+            .presentities
             .entry(presentity.clone())
             .or_default()
+            .dialogs
             .insert(id.clone());
         let sender = Sender {
             record: record.clone(),
@@ -318,7 +319,9 @@ impl Dialogs {
     pub async fn hand_over(&self, wait: Duration) -> Vec<GivenUp> {
         let entries: Vec<(Arc<str>, Entry)> = {
             let mut index = locks::lock(&self.index);
-            index.by_presentity.clear();
+            for watched in index.presentities.values_mut() {
+                watched.dialogs = DialogIds::None;
+            }
             index.dialogs.drain().collect()
         };
         for (_, entry) in &entries {
@@ -364,7 +367,7 @@ impl Dialogs {
         };
         // A state read now counts as heard now (see `reset`).
         let heard = index.heard + 1;
-        if let Some(w) = index.watched.get_mut(&*presentity) {
+        if let Some(w) = index.presentities.get_mut(&*presentity) {
             w.heard_at = heard;
             index.heard = heard;
         }
@@ -393,7 +396,7 @@ impl Dialogs {
             return false;
         };
         let latest = index
-            .watched
+            .presentities
             .get(&*entry.presentity)
             .and_then(|w| w.latest.clone());
         entry.slot.send_modify(|s| {
@@ -489,7 +492,7 @@ impl Dialogs {
         let pidf: Arc<str> = Arc::from(pidf);
         let trace: Option<Arc<str>> = change.trace.map(Arc::from);
         let heard = index.heard + 1;
-        let Some(w) = index.watched.get_mut(presentity) else {
+        let Some(w) = index.presentities.get_mut(presentity) else {
             return;
         };
         if w.latest.as_ref().is_some_and(|(v, _)| *v >= version) {
@@ -569,7 +572,7 @@ impl Dialogs {
         };
         let pidf: Arc<str> = Arc::from(pidf);
         let mut heard_since_mark = false;
-        if let Some(w) = index.watched.get_mut(&*presentity) {
+        if let Some(w) = index.presentities.get_mut(&*presentity) {
             heard_since_mark = w.heard_at > mark;
             // Later announcements are compared with the state as it is now.
             if !heard_since_mark && w.latest.as_ref().is_some_and(|(v, _)| *v > version) {
@@ -624,10 +627,12 @@ impl Dialogs {
                 e.presentity
             });
             if let Some(p) = &presentity {
-                if let Some(ids) = index.by_presentity.get_mut(p) {
-                    ids.remove(dialog_id);
-                    if ids.is_empty() {
-                        index.by_presentity.remove(p);
+                if let Some(w) = index.presentities.get_mut(p) {
+                    w.dialogs.remove(dialog_id);
+                    // The channel's last holder normally goes after its
+                    // dialogs (see `release`); this is the other order.
+                    if w.dialogs.is_empty() && w.holders == 0 {
+                        index.presentities.remove(p);
                     }
                 }
             }

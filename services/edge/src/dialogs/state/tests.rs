@@ -68,3 +68,60 @@ fn dialogs_starting_with_the_same_document_share_one_copy() {
         &watched.share("<presence>busy</presence>")
     ));
 }
+
+#[test]
+fn dialog_ids_need_no_set_until_a_second_dialog() {
+    use super::super::DialogIds;
+    let mut ids = DialogIds::default();
+    assert!(ids.is_empty());
+    let a: Arc<str> = Arc::from("a");
+    ids.insert(a.clone());
+    ids.insert(a.clone());
+    assert!(matches!(ids, DialogIds::One(_)));
+    ids.insert(Arc::from("b"));
+    assert!(matches!(ids, DialogIds::Many(_)));
+    let mut seen: Vec<&str> = ids.iter().map(|id| &**id).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["a", "b"]);
+    ids.remove("unknown");
+    ids.remove("a");
+    assert_eq!(ids.iter().count(), 1);
+    ids.remove("b");
+    assert!(ids.is_empty());
+    assert_eq!(ids.iter().count(), 0);
+}
+
+#[tokio::test]
+async fn a_presentity_is_heard_while_held_and_forgotten_with_its_last_holder() {
+    use store::Backend;
+    let backend = store::memory::MemoryBackend::new();
+    let (feed, _items) = backend.open_feed().await.unwrap();
+    let dialogs = super::Dialogs::new(feed);
+    dialogs.hold("sip:a@example.com").await.unwrap();
+    dialogs.hold("sip:a@example.com").await.unwrap();
+    dialogs.hold("sip:b@example.com").await.unwrap();
+    let mut heard = dialogs.watched();
+    heard.sort();
+    assert_eq!(heard, ["sip:a@example.com", "sip:b@example.com"]);
+    dialogs.offer(
+        "sip:a@example.com",
+        3,
+        "<presence/>",
+        super::Change::default(),
+    );
+    dialogs.release("sip:a@example.com").await;
+    // One holder left: the state heard stays.
+    {
+        let index = locks::lock(&dialogs.index);
+        let a = &index.presentities["sip:a@example.com"];
+        assert_eq!(a.holders, 1);
+        assert_eq!(a.latest.as_ref().map(|(v, _)| *v), Some(3));
+    }
+    dialogs.release("sip:a@example.com").await;
+    dialogs.release("sip:b@example.com").await;
+    assert!(dialogs.watched().is_empty());
+    assert!(locks::lock(&dialogs.index).presentities.is_empty());
+    // A release without a hold changes nothing.
+    dialogs.release("sip:c@example.com").await;
+    assert!(locks::lock(&dialogs.index).presentities.is_empty());
+}
