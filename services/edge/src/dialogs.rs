@@ -187,6 +187,9 @@ enum DialogIds {
     #[default]
     None,
     One(Arc<str>),
+    /// Boxed: a set inline would make every presentity's entry 32 bytes
+    /// larger, for the few with more than one dialog here.
+    #[allow(clippy::box_collection)]
     Many(Box<HashSet<Arc<str>>>),
 }
 
