@@ -129,8 +129,11 @@ const PLACE_TYPES: &[&str] = &[
 
 /// Appends `text` escaped for element content.
 pub(crate) fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
+    escape(
+        out,
+        text,
+        |b| matches!(b, b'&' | b'<' | b'>'),
+        |out, c| match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -138,14 +141,17 @@ pub(crate) fn escape_text(out: &mut String, text: &str) {
             '\r' => out.push_str("&#xD;"),
             c if is_xml_char(c) => out.push(c),
             _ => {}
-        }
-    }
+        },
+    );
 }
 
 /// Appends `value` escaped for a double-quoted attribute value.
 pub(crate) fn escape_attribute(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
+    escape(
+        out,
+        value,
+        |b| matches!(b, b'&' | b'<' | b'"'),
+        |out, c| match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '"' => out.push_str("&quot;"),
@@ -155,8 +161,37 @@ pub(crate) fn escape_attribute(out: &mut String, value: &str) {
             '\r' => out.push_str("&#xD;"),
             c if is_xml_char(c) => out.push(c),
             _ => {}
+        },
+    );
+}
+
+/// Appends `text`, passing to `one` every character that may need more
+/// than a copy: those whose first byte `special` names, the C0 controls
+/// (tab, LF and CR among them), and those starting with 0xEF (U+FFFE and
+/// U+FFFF, which XML does not allow, are among them). The runs in
+/// between, nearly all of any document, are copied whole instead of a
+/// character at a time.
+fn escape(out: &mut String, text: &str, special: fn(u8) -> bool, one: fn(&mut String, char)) {
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if b >= 0x20 && b != 0xEF && !special(b) {
+            at += 1;
+            continue;
         }
+        // `at` is a character boundary: every byte that stops the scan is
+        // ASCII or a lead byte.
+        out.push_str(&text[plain..at]);
+        let Some(c) = text[at..].chars().next() else {
+            break;
+        };
+        one(out, c);
+        at += c.len_utf8();
+        plain = at;
     }
+    out.push_str(&text[plain..]);
 }
 
 /// Appends ` name="value"`.
@@ -596,4 +631,65 @@ fn write_element(out: &mut String, element: &Extension, scope: &mut Vec<Binding>
 pub(crate) fn write_extension_standalone(out: &mut String, element: &Extension) {
     let mut scope = Vec::new();
     write_extension(out, element, &mut scope);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{escape_attribute, escape_text, is_xml_char};
+
+    /// The character-at-a-time escaping the run-copying one replaced.
+    fn escaped_one_by_one(text: &str, attribute: bool) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' if !attribute => out.push_str("&gt;"),
+                '"' if attribute => out.push_str("&quot;"),
+                '\t' if attribute => out.push_str("&#x9;"),
+                '\n' if attribute => out.push_str("&#xA;"),
+                '\r' => out.push_str("&#xD;"),
+                c if is_xml_char(c) => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn escaped(text: &str, attribute: bool) -> String {
+        let mut out = String::from("prefix");
+        if attribute {
+            escape_attribute(&mut out, text);
+        } else {
+            escape_text(&mut out, text);
+        }
+        out.split_off("prefix".len())
+    }
+
+    #[test]
+    fn characters_xml_does_not_allow_are_dropped_and_markup_escaped() {
+        let text = "a&b<c>d\"e\tf\ng\rh\u{0}i\u{FFFE}j\u{FFFF}k\u{EFFF}l\u{1F600}";
+        assert_eq!(
+            escaped(text, false),
+            "a&amp;b&lt;c&gt;d\"e\tf\ng&#xD;hijk\u{EFFF}l\u{1F600}"
+        );
+        assert_eq!(
+            escaped(text, true),
+            "a&amp;b&lt;c>d&quot;e&#x9;f&#xA;g&#xD;hijk\u{EFFF}l\u{1F600}"
+        );
+        assert_eq!(escaped("", true), "");
+        assert_eq!(escaped("plain", false), "plain");
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_is_what_it_was_one_character_at_a_time(
+            text in "(\\PC|[\\x00-\\x1f&<>\"\u{fffe}\u{ffff}\u{efff}])*",
+        ) {
+            prop_assert_eq!(escaped(&text, false), escaped_one_by_one(&text, false));
+            prop_assert_eq!(escaped(&text, true), escaped_one_by_one(&text, true));
+        }
+    }
 }
