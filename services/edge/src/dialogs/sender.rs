@@ -105,7 +105,7 @@ pub(super) async fn run_sender(
     // the compact form.
     let decoded = match at_hand {
         Some(record) => Ok(*record),
-        None => d.record.decode(),
+        None => d.record.decode(&d.id, &d.presentity),
     };
     let mut record = match decoded {
         Ok(mut record) => {

@@ -254,7 +254,7 @@ impl Dialogs {
         record.remote_addr = dialog.remote.to_string();
         let package = packages::of(&record);
         let plain = Box::new(record);
-        let record = Arc::new(CompactRecord::new(&plain));
+        let record = Arc::new(CompactRecord::new(&plain, &dialog.presentity));
         // One copy of the dialog id and of the presentity, shared by the
         // index, the presentity's dialog set and the sender.
         let id: Arc<str> = Arc::from(id);
@@ -529,15 +529,15 @@ impl Dialogs {
         let now = Instant::now();
         index
             .dialogs
-            .values()
-            .filter_map(|entry| {
+            .iter()
+            .filter_map(|(id, entry)| {
                 let (ended, route, expires_at) = entry
                     .slot
                     .read(|s| (s.end.is_some(), s.route, s.expires_at));
                 if ended {
                     return None;
                 }
-                let mut record = match entry.record.decode() {
+                let mut record = match entry.record.decode(id, &entry.presentity) {
                     Ok(record) => record,
                     Err(e) => {
                         tracing::error!(presentity = %entry.presentity, error = %e, "held dialog record unreadable; not restored");
