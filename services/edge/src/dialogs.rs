@@ -95,11 +95,11 @@ struct Signal {
     changed_at_ms: u64,
     /// Changes offered so far: the sender, comparing with what it last
     /// saw, counts those a newer one replaced before they were sent.
-    offers: u64,
+    offers: u32,
     expires_at: Instant,
     /// Bumped by a refresh: RFC 6665 §4.2.1.2 wants a NOTIFY after every
     /// accepted SUBSCRIBE, even if the state did not change.
-    refreshes: u64,
+    refreshes: u32,
     /// Set once: the reason of the final NOTIFY.
     end: Option<Arc<str>>,
     /// Where NOTIFYs go from now on: set when a refresh arrived over
@@ -109,7 +109,7 @@ struct Signal {
     /// was reset to what the presence service has now, which may be older
     /// than what was sent (a NOTIFY is due although the version is not
     /// newer).
-    resets: u64,
+    resets: u32,
     /// Set once by a draining edge: the sender stops (after the NOTIFY in
     /// flight, if any) without a final NOTIFY; another edge continues.
     handed_over: bool,

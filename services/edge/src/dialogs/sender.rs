@@ -61,16 +61,14 @@ pub(super) struct Sender {
     /// The dialog's id, shared with the index.
     pub(super) id: Arc<str>,
     pub(super) presentity: Arc<str>,
-    pub(super) protocol: Protocol,
-    pub(super) remote: SocketAddr,
     pub(super) last_version: u64,
     /// `Signal::offers` when last looked at.
-    pub(super) offers_seen: u64,
-    pub(super) refreshes_seen: u64,
+    pub(super) offers_seen: u32,
+    pub(super) refreshes_seen: u32,
     /// The dialog's event package, and what it told the watcher so far.
     pub(super) package: &'static dyn EventPackage,
     pub(super) notifier: Box<dyn Notifier>,
-    pub(super) resets_seen: u64,
+    pub(super) resets_seen: u32,
 }
 
 impl Sender {
@@ -107,12 +105,20 @@ pub(super) async fn run_sender(
         Some(record) => Ok(*record),
         None => d.record.decode(&d.id, &d.presentity),
     };
-    let mut record = match decoded {
-        Ok(mut record) => {
-            record.transport = d.protocol.as_str().to_string();
-            record.remote_addr = d.remote.to_string();
-            record
-        }
+    // Where NOTIFYs go: the record's transport and address as the dialog
+    // started (the parked sender keeps no copy), unless a refresh came
+    // over another connection since (the signal's route).
+    let destination = decoded.map_err(|e| e.to_string()).and_then(|record| {
+        let protocol = Protocol::parse(&record.transport)
+            .ok_or_else(|| format!("unknown transport {:?}", record.transport))?;
+        let remote = record
+            .remote_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("bad remote address {:?}: {e}", record.remote_addr))?;
+        Ok((record, protocol, remote))
+    });
+    let (mut record, mut protocol, mut remote) = match destination {
+        Ok(destination) => destination,
         Err(e) => {
             tracing::error!(dialog = %d.id, error = %e, "held dialog record unreadable; ending the subscription");
             Box::pin(forget_subscription(&edge, &d.presentity, &d.id)).await;
@@ -122,10 +128,9 @@ pub(super) async fn run_sender(
     };
     loop {
         let (signal, seen) = slot.snapshot();
-        if let Some((protocol, remote)) = signal.route {
-            if (d.protocol, d.remote) != (protocol, remote) {
-                d.protocol = protocol;
-                d.remote = remote;
+        if let Some(route) = signal.route {
+            if (protocol, remote) != route {
+                (protocol, remote) = route;
                 record.transport = protocol.as_str().to_string();
                 record.remote_addr = remote.to_string();
             }
@@ -136,8 +141,8 @@ pub(super) async fn run_sender(
             let _ = Box::pin(send(
                 &edge,
                 &record,
-                d.protocol,
-                d.remote,
+                protocol,
+                remote,
                 cseq,
                 NotifyState::Terminated(reason),
                 body,
@@ -169,12 +174,11 @@ pub(super) async fn run_sender(
         if let Made::Notify(text) = made {
             // Changes offered since the last look, all but the newest never
             // sent on their own (rate limiting, a NOTIFY still in flight).
-            let coalesced = signal
-                .offers
-                .saturating_sub(d.offers_seen)
-                .saturating_sub(1);
+            let coalesced = signal.offers.wrapping_sub(d.offers_seen).saturating_sub(1);
             if coalesced > 0 {
-                crate::metrics::metrics().coalesced.inc_by(coalesced);
+                crate::metrics::metrics()
+                    .coalesced
+                    .inc_by(u64::from(coalesced));
             }
             d.offers_seen = signal.offers;
             let remaining = signal
@@ -189,9 +193,7 @@ pub(super) async fn run_sender(
             let cseq = slot.next_cseq();
             let span = notify_span(signal.trace.as_deref());
             let outcome = tracing::Instrument::instrument(
-                Box::pin(send(
-                    &edge, &record, d.protocol, d.remote, cseq, state, body,
-                )),
+                Box::pin(send(&edge, &record, protocol, remote, cseq, state, body)),
                 span,
             )
             .await;
@@ -229,8 +231,8 @@ pub(super) async fn run_sender(
             let _ = Box::pin(send(
                 &edge,
                 &record,
-                d.protocol,
-                d.remote,
+                protocol,
+                remote,
                 cseq,
                 NotifyState::Terminated("timeout"),
                 body,

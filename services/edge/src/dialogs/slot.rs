@@ -42,7 +42,7 @@ pub(super) struct Parked {
 struct Inner {
     signal: Signal,
     /// Bumped by every change of `signal`.
-    changes: u64,
+    changes: u32,
     /// The sender, while no task runs it.
     parked: Option<Parked>,
     /// The task running the sender, if one was started and has not parked
@@ -123,7 +123,7 @@ impl Slot {
         if !modify(&mut inner.signal) {
             return false;
         }
-        inner.changes += 1;
+        inner.changes = inner.changes.wrapping_add(1);
         if let Some(parked) = inner.parked.take() {
             Self::run(self, &mut inner, parked, None);
         }
@@ -136,14 +136,14 @@ impl Slot {
     }
 
     /// The signal as it is now, and the count of changes it reflects.
-    pub(super) fn snapshot(&self) -> (Signal, u64) {
+    pub(super) fn snapshot(&self) -> (Signal, u32) {
         let inner = locks::lock(&self.inner);
         (inner.signal.clone(), inner.changes)
     }
 
     /// Parks the sender unless the signal changed since `seen`; gives it
     /// back if it did (the caller goes on with the newer signal).
-    pub(super) fn park(&self, seen: u64, parked: Parked) -> Result<(), Parked> {
+    pub(super) fn park(&self, seen: u32, parked: Parked) -> Result<(), Parked> {
         let mut inner = locks::lock(&self.inner);
         if inner.changes != seen {
             return Err(parked);

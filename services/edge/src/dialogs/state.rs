@@ -273,13 +273,11 @@ impl Dialogs {
             record: record.clone(),
             id: id.clone(),
             presentity: presentity.clone(),
-            protocol: dialog.protocol,
-            remote: dialog.remote,
             // A handed-over dialog's watcher has this state already; only
             // something newer is due.
             last_version: if acknowledged { dialog.version } else { 0 },
             offers_seen: 0,
-            refreshes_seen: u64::from(acknowledged),
+            refreshes_seen: u32::from(acknowledged),
             package,
             notifier: package.notifier(),
             resets_seen: 0,
@@ -378,7 +376,7 @@ impl Dialogs {
         self.overdue.file(&entry.slot, expires_at);
         entry.slot.send_modify(|s| {
             s.expires_at = expires_at;
-            s.refreshes += 1;
+            s.refreshes = s.refreshes.wrapping_add(1);
             if version > s.version && s.mode == Mode::Presence {
                 s.version = version;
                 s.pidf = Arc::from(pidf);
@@ -414,7 +412,7 @@ impl Dialogs {
                     s.pidf = Arc::from(pidf);
                 }
             }
-            s.refreshes += 1;
+            s.refreshes = s.refreshes.wrapping_add(1);
         });
         true
     }
@@ -509,7 +507,7 @@ impl Dialogs {
                     s.pidf = pidf.clone();
                     s.trace = trace.clone();
                     s.changed_at_ms = change.at_ms;
-                    s.offers += 1;
+                    s.offers = s.offers.wrapping_add(1);
                     true
                 } else {
                     false
@@ -593,7 +591,7 @@ impl Dialogs {
                 }
                 s.version = version;
                 s.pidf = pidf.clone();
-                s.resets += 1;
+                s.resets = s.resets.wrapping_add(1);
                 true
             })
         })
