@@ -335,3 +335,70 @@ async fn thousands_of_expiries_are_heard_on_time_and_leave_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A dialog whose termination never comes — the presence service, which
+/// announces every expiry, is gone — is ended by the edge that holds it
+/// once its expiry and the edge's grace (10 s) have passed: a final NOTIFY
+/// `terminated;reason=timeout`, never sooner. An idle dialog has no timer
+/// of its own; the edge's schedule of overdue dialogs finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_ends_a_dialog_whose_termination_never_comes() {
+    const EXPIRES: u64 = 2;
+    const GRACE: Duration = Duration::from_secs(10);
+    let mut cluster = Cluster::start(1);
+    let aor = "overdue-watcher@example.com";
+    let token = cluster.tokens.token(aor);
+    let mut watcher = Ua::udp(aor, cluster.edge(0)).await;
+    let started = Instant::now();
+    let (response, dialog) = watcher
+        .subscribe("overdue-target@example.com", &token, EXPIRES as u32)
+        .await;
+    assert_eq!(response.status(), 200, "SUBSCRIBE");
+    assert!(dialog.is_some(), "an accepted SUBSCRIBE makes a dialog");
+    let granted = response
+        .headers()
+        .expires()
+        .expect("Expires parses")
+        .expect("the 200 says the expiry granted");
+    assert_eq!(
+        u64::from(granted),
+        EXPIRES,
+        "the expiry asked for is granted"
+    );
+    let first = watcher
+        .next_notify(Duration::from_secs(5))
+        .await
+        .expect("the NOTIFY that follows the SUBSCRIBE");
+    assert_eq!(sub_state(&first).state, SubState::Active);
+
+    cluster.presence.kill();
+
+    let due = Duration::from_secs(EXPIRES) + GRACE;
+    let deadline = Instant::now() + due + Duration::from_secs(15);
+    let last = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let notify = watcher
+            .next_notify(left)
+            .await
+            .expect("a final NOTIFY from the edge within 15 s of expiry and grace");
+        let state = sub_state(&notify);
+        if state.state == SubState::Terminated {
+            break state;
+        }
+        assert_eq!(state.state, SubState::Active, "only active until the end");
+    };
+    let heard = started.elapsed();
+    eprintln!("final NOTIFY {heard:?} after the SUBSCRIBE");
+    assert_eq!(last.reason.as_deref(), Some("timeout"), "{last:?}");
+    // The dialog started after `started`: its expiry and grace cannot
+    // have run out sooner than this.
+    assert!(
+        heard >= due,
+        "ended after {heard:?}, before expiry and grace ({due:?})"
+    );
+    // With no presence service to hand its dialogs to, a graceful stop
+    // would wait out its drain; what this test is about is over.
+    for edge in &mut cluster.edges {
+        edge.kill();
+    }
+}
