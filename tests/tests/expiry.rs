@@ -4,7 +4,9 @@
 //! must hear each expiry — `closed` for a publication or registration,
 //! `terminated;reason=timeout` for its own subscription — within a generous
 //! bound of the moment it fell due, never before, and afterwards nothing of
-//! them may remain in Redis.
+//! them may remain in Redis. And when the presence service, which announces
+//! every expiry, is gone, the edge holding a dialog ends it itself once its
+//! expiry and grace have passed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
