@@ -186,19 +186,21 @@ impl Slot {
 /// it never keeps a dialog alive.
 pub(super) struct Overdue {
     origin: Instant,
-    next: AtomicU64,
+    next: AtomicU32,
     filed: Mutex<BTreeMap<Filing, Weak<Slot>>>,
 }
 
-/// Where a dialog is filed: its second, and a serial that tells dialogs of
-/// the same second apart.
-type Filing = (u64, u64);
+/// Where a dialog is filed: its second (since the edge started), and a
+/// serial that tells dialogs of the same second apart. 32 bits each keep
+/// the slot small; the serial wraps, so filing skips any serial taken in
+/// that second.
+type Filing = (u32, u32);
 
 impl Overdue {
     pub(super) fn new() -> Self {
         Overdue {
             origin: Instant::now(),
-            next: AtomicU64::new(0),
+            next: AtomicU32::new(0),
             filed: Mutex::new(BTreeMap::new()),
         }
     }
@@ -208,11 +210,15 @@ impl Overdue {
     pub(super) fn file(&self, slot: &Arc<Slot>, expires_at: Instant) {
         let due = expires_at + EXPIRY_GRACE;
         // Rounded up: a sweep in that second finds it due.
-        let second = due.saturating_duration_since(self.origin).as_secs() + 1;
-        let filing = (second, self.next.fetch_add(1, Ordering::Relaxed));
+        let second = u32::try_from(due.saturating_duration_since(self.origin).as_secs() + 1)
+            .unwrap_or(u32::MAX);
         // The slot's filing changes under this lock, so two refreshes at
         // once cannot leave a filing behind.
         let mut filed = locks::lock(&self.filed);
+        let mut filing = (second, self.next.fetch_add(1, Ordering::Relaxed));
+        while filed.contains_key(&filing) {
+            filing.1 = self.next.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(old) = locks::lock(&slot.inner).filing.replace(filing) {
             filed.remove(&old);
         }
@@ -231,7 +237,14 @@ impl Overdue {
     pub(super) fn take_due(&self, now: Instant) -> Vec<Arc<Slot>> {
         let second = now.saturating_duration_since(self.origin).as_secs();
         let mut filed = locks::lock(&self.filed);
-        let later = filed.split_off(&(second + 1, 0));
+        let Ok(next) = u32::try_from(second + 1) else {
+            // 136 years after the edge started: everything filed is due.
+            return std::mem::take(&mut *filed)
+                .into_values()
+                .filter_map(|weak| weak.upgrade())
+                .collect();
+        };
+        let later = filed.split_off(&(next, 0));
         let due = std::mem::replace(&mut *filed, later);
         drop(filed);
         due.into_values()

@@ -89,3 +89,23 @@ fn a_sender_not_parked_or_not_yet_overdue_is_left_alone() {
     let refreshed = slot(now + secs(60));
     assert!(!refreshed.wake_if_overdue(now));
 }
+
+#[test]
+fn a_wrapped_serial_never_files_one_dialog_over_another() {
+    use std::sync::atomic::Ordering;
+    let overdue = Overdue::new();
+    let at = overdue.origin + secs(30);
+    overdue.next.store(u32::MAX, Ordering::Relaxed);
+    let first = filed(&overdue, at);
+    let second = filed(&overdue, at);
+    // The serial wrapped to 0; back to where the first was filed, a third
+    // dialog of the same second skips both serials taken.
+    overdue.next.store(u32::MAX, Ordering::Relaxed);
+    let third = filed(&overdue, at);
+    assert_eq!(overdue.len(), 3);
+    let due = overdue.take_due(at + secs(11));
+    assert_eq!(due.len(), 3);
+    for slot in [&first, &second, &third] {
+        assert!(due.iter().any(|d| Arc::ptr_eq(d, slot)));
+    }
+}
