@@ -18,6 +18,8 @@
 //!   the subscriber gets [`FeedItem::Resync`] instead of the lost messages.
 //!   Nothing here ever disconnects, so that is the only source of resyncs.
 
+mod sharded;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ use crate::{
     lock, next_revision, Backend, ChannelMessage, FeedControl, FeedItem, Key, Record, Schedule,
     StoreError, UnixMillis,
 };
+use sharded::Sharded;
 
 /// The in-memory backend. Cloning is cheap and every clone shares the same
 /// state, so one value can be handed to several services of one process.
@@ -89,7 +92,7 @@ impl StoredRecord {
 
 #[derive(Default)]
 struct RecordTable {
-    entries: HashMap<Key, StoredRecord>,
+    entries: Sharded<Key, StoredRecord>,
     /// Deadlines of the entries that have one, earliest first.
     expiries: BTreeSet<(Instant, Key)>,
 }
@@ -133,7 +136,7 @@ impl RecordTable {
 #[derive(Default)]
 struct ScheduleSet {
     by_due: BTreeSet<(UnixMillis, String)>,
-    due_of: HashMap<String, UnixMillis>,
+    due_of: Sharded<String, UnixMillis>,
     /// Members held by a sweeper's claim and not scheduled since.
     claimed: HashSet<String>,
 }

@@ -148,14 +148,24 @@ struct Table {
 }
 
 /// Server transactions of one edge.
+///
+/// The table is split in [`SHARDS`] by the branch's hash, each with its own
+/// lock: a hash table grows by moving every entry at once, which at half a
+/// million transactions held up every request for tens of milliseconds
+/// (most of it page faults of the new table); a shard moves a sixteenth.
 pub struct ServerTransactions {
-    table: Mutex<Table>,
+    shards: Box<[Mutex<Table>]>,
     /// Keyed per process: branches come from the network, so their hashes
     /// must not be predictable.
     hasher: RandomState,
     timer_j: Duration,
+    /// Per shard.
     capacity: usize,
 }
+
+/// Shards of a table holding [`MAX_SERVER_TRANSACTIONS`]; a small table
+/// (tests) is one shard, so its capacity is exact.
+const SHARDS: usize = 16;
 
 impl ServerTransactions {
     pub fn new(t1: Duration) -> Self {
@@ -164,17 +174,28 @@ impl ServerTransactions {
 
     /// Server transactions holding at most `capacity` at once.
     pub fn with_capacity(t1: Duration, capacity: usize) -> Self {
+        let shards = if capacity >= SHARDS * 4096 { SHARDS } else { 1 };
         ServerTransactions {
-            table: Mutex::new(Table {
-                entries: HashTable::new(),
-                proceeding: 0,
-                next_serial: 0,
-                due: VecDeque::new(),
-            }),
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Table {
+                        entries: HashTable::new(),
+                        proceeding: 0,
+                        next_serial: 0,
+                        due: VecDeque::new(),
+                    })
+                })
+                .collect(),
             hasher: RandomState::new(),
             timer_j: t1 * 64,
-            capacity,
+            capacity: capacity / shards,
         }
+    }
+
+    /// The shard of a branch's hash: bits the shard's own table uses for
+    /// neither its bucket index (the low ones) nor its tags (the top seven).
+    fn shard(&self, hash: u64) -> &Mutex<Table> {
+        &self.shards[(hash >> 32) as usize % self.shards.len()]
     }
 
     /// The hash of a branch: its id and sent-by.
@@ -192,7 +213,7 @@ impl ServerTransactions {
     /// Starts a transaction or recognises a retransmission.
     pub fn begin(&self, key: &TransactionKey) -> Begin {
         let hash = self.hash_of(key);
-        let mut table = locks::lock(&self.table);
+        let mut table = locks::lock(self.shard(hash));
         if let Some(entry) = table.entries.find(hash, |e| e.is(key)) {
             return match &entry.state {
                 State::Completed { response, source } => {
@@ -226,7 +247,7 @@ impl ServerTransactions {
     /// of `cancel` — the request a CANCEL cancels (RFC 3261 §9.2).
     pub fn has_cancelled_request(&self, cancel: &TransactionKey) -> bool {
         let hash = self.hash_of(cancel);
-        locks::lock(&self.table)
+        locks::lock(self.shard(hash))
             .entries
             .iter_hash(hash)
             .any(|e| e.same_branch(cancel) && e.method() != "CANCEL")
@@ -235,7 +256,7 @@ impl ServerTransactions {
     /// Records the final response; kept for retransmissions on UDP only.
     pub fn complete(&self, key: &TransactionKey, response: Bytes, source: Source) {
         let hash = self.hash_of(key);
-        let mut guard = locks::lock(&self.table);
+        let mut guard = locks::lock(self.shard(hash));
         let table = &mut *guard;
         let Ok(entry) = table.entries.find_entry(hash, |e| e.is(key)) else {
             return;
@@ -256,7 +277,7 @@ impl ServerTransactions {
     /// Forgets a transaction whose handler produced no response (ACK).
     pub fn forget(&self, key: &TransactionKey) {
         let hash = self.hash_of(key);
-        let mut guard = locks::lock(&self.table);
+        let mut guard = locks::lock(self.shard(hash));
         let table = &mut *guard;
         if let Ok(entry) = table.entries.find_entry(hash, |e| e.is(key)) {
             let (removed, _) = entry.remove();
@@ -269,8 +290,12 @@ impl ServerTransactions {
     /// Drops transactions past Timer J (and abandoned ones past twice it).
     pub fn purge(&self) {
         let now = Instant::now();
-        let mut guard = locks::lock(&self.table);
-        let table = &mut *guard;
+        for shard in self.shards.iter() {
+            self.purge_shard(&mut locks::lock(shard), now);
+        }
+    }
+
+    fn purge_shard(&self, table: &mut Table, now: Instant) {
         while table.due.front().is_some_and(|d| d.at <= now) {
             let Some(item) = table.due.pop_front() else {
                 break;
@@ -310,12 +335,18 @@ impl ServerTransactions {
     }
 
     pub fn len(&self) -> usize {
-        locks::lock(&self.table).entries.len()
+        self.shards
+            .iter()
+            .map(|shard| locks::lock(shard).entries.len())
+            .sum()
     }
 
     /// Transactions whose handler has not answered yet (drain waits for them).
     pub fn in_progress(&self) -> usize {
-        locks::lock(&self.table).proceeding
+        self.shards
+            .iter()
+            .map(|shard| locks::lock(shard).proceeding)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {

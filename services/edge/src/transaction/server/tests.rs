@@ -167,3 +167,40 @@ fn many_transactions_of_one_branch_and_many_branches_stay_apart() {
         }
     }
 }
+
+#[test]
+fn a_full_size_table_spreads_transactions_over_its_shards_and_counts_them_all() {
+    let table = ServerTransactions::new(Duration::from_millis(10));
+    assert_eq!(table.shards.len(), SHARDS);
+    let keys: Vec<_> = (0..2_000)
+        .map(|n| key(&format!("z9hG4bK{n}"), "PUBLISH"))
+        .collect();
+    for k in &keys {
+        assert!(matches!(table.begin(k), Begin::New));
+    }
+    assert_eq!(table.len(), 2_000);
+    assert_eq!(table.in_progress(), 2_000);
+    for shard in table.shards.iter() {
+        assert!(!locks::lock(shard).entries.is_empty());
+    }
+    for k in &keys[..1_000] {
+        table.complete(k, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"), udp());
+    }
+    assert_eq!(table.in_progress(), 1_000);
+    assert!(matches!(
+        table.begin(&keys[10]),
+        Begin::Retransmission(Some(_))
+    ));
+    assert!(matches!(
+        table.begin(&keys[1_500]),
+        Begin::Retransmission(None)
+    ));
+    // Timer J is 640 ms at T1 = 10 ms; unanswered ones stay twice as long.
+    std::thread::sleep(Duration::from_millis(800));
+    table.purge();
+    assert_eq!(table.len(), 1_000);
+    std::thread::sleep(Duration::from_millis(600));
+    table.purge();
+    assert!(table.is_empty());
+    assert_eq!(table.in_progress(), 0);
+}
